@@ -1,0 +1,109 @@
+"""The aligner interface every 2D alignment backend implements, and its data types.
+
+A backend turns frames into a :class:`LandmarkTrack` (points in pixels, per-point σ in pixels, per-frame
+validity) and tells how its points bind to a head model's surface (:class:`SurfaceBinding`). Pixel
+coordinates follow :mod:`flamecap.contract.conventions`.
+"""
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..contract.events import ProgressCallback
+from ..contract.model_format import FlameModelData
+from ..contract.npzio import read_npz, write_npz_atomic
+from ..errors import InputError
+
+LANDMARKS_FORMAT = "flamecap.landmarks"
+LANDMARKS_VERSION = 1
+
+
+@dataclass
+class SurfaceBinding:
+    """Which track points bind to the head surface, and where: row r binds track point ``point_index[r]``
+    to triangle ``face_idx[r]`` of the model at barycentric ``bary[r]``. Shapes (R,), (R,), (R, 3)."""
+
+    point_index: np.ndarray
+    face_idx: np.ndarray
+    bary: np.ndarray
+    topology_hash: str = ""
+    source: str = ""  # e.g. "official-embedding", "self-calibrated", "vertices"
+
+
+@dataclass
+class LandmarkTrack:
+    """Per-frame 2D points of one face.
+
+    points (T, K, 2) float32 px; sigma (T, K) float32 px (> 0; NaN where unknown); valid (T,) bool (a face
+    was found; invalid rows hold NaN points); visible (T, K) bool (per point, e.g. self-occluded points
+    are False); frame_index (T,) source frame numbers; time_s (T,); image_size (width, height); fps;
+    scheme names the point set ("mediapipe478", "vertices", "custom"); meta is JSON-able provenance."""
+
+    points: np.ndarray
+    sigma: np.ndarray
+    valid: np.ndarray
+    visible: np.ndarray
+    frame_index: np.ndarray
+    time_s: np.ndarray
+    image_size: tuple[int, int]
+    fps: float
+    scheme: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.points.shape[0])
+
+    @property
+    def n_points(self) -> int:
+        return int(self.points.shape[1])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        arrays = {"points": self.points.astype(np.float32), "sigma": self.sigma.astype(np.float32),
+                  "valid": self.valid.astype(bool), "visible": self.visible.astype(bool),
+                  "frame_index": self.frame_index.astype(np.int64), "time_s": self.time_s.astype(np.float64),
+                  "image_size": np.asarray(self.image_size, dtype=np.int64)}
+        meta = {"format": LANDMARKS_FORMAT, "version": LANDMARKS_VERSION, "fps": float(self.fps),
+                "scheme": self.scheme, **{k: v for k, v in self.meta.items() if k not in ("format", "version")}}
+        return write_npz_atomic(path, arrays, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LandmarkTrack":
+        arrays, meta = read_npz(path, what="landmarks file")
+        if meta.get("format") != LANDMARKS_FORMAT:
+            raise InputError(f"{path} is not a FlameCap landmarks file (format '{meta.get('format')}'); "
+                             f"create one with 'flamecap landmarks FOOTAGE -o {Path(path).name}'")
+        for key in ("points", "sigma", "valid", "visible", "frame_index", "time_s", "image_size"):
+            if key not in arrays:
+                raise InputError(f"landmarks file {path} lacks '{key}'; re-create it with 'flamecap landmarks'")
+        T, K = arrays["points"].shape[:2]
+        if arrays["points"].shape != (T, K, 2) or arrays["sigma"].shape != (T, K) or arrays["valid"].shape != (T,):
+            raise InputError(f"landmarks file {path} has inconsistent shapes; re-create it with 'flamecap landmarks'")
+        w, h = (int(x) for x in arrays["image_size"])
+        return cls(points=arrays["points"], sigma=arrays["sigma"], valid=arrays["valid"].astype(bool),
+                   visible=arrays["visible"].astype(bool), frame_index=arrays["frame_index"],
+                   time_s=arrays["time_s"], image_size=(w, h), fps=float(meta["fps"]),
+                   scheme=str(meta["scheme"]), meta={k: v for k, v in meta.items()
+                                                     if k not in ("format", "version", "fps", "scheme")})
+
+
+class Aligner(abc.ABC):
+    """A 2D alignment backend. ``track`` consumes frames (RGB uint8 (H, W, 3) with their frame numbers and
+    times, streamed) and returns a :class:`LandmarkTrack`; ``binding`` maps its points onto a model."""
+
+    name: str = "base"
+    scheme: str = "custom"
+
+    @abc.abstractmethod
+    def track(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int], fps: float,
+              progress: ProgressCallback | None = None, n_frames: int | None = None) -> LandmarkTrack:
+        """frames yields (frame_index, time_s, rgb)."""
+
+    @abc.abstractmethod
+    def binding(self, model: FlameModelData) -> SurfaceBinding:
+        """How this backend's points bind to ``model``'s surface."""
