@@ -1,0 +1,57 @@
+"""2D alignment backends behind one interface (:class:`Aligner`) and a name registry.
+
+``get_aligner("mediapipe" | "file" | "dense", **options)`` returns a backend; backends are imported
+lazily so ``import flamecap.landmarks`` stays light. ``track_footage(footage, aligner)`` runs one over a
+:class:`flamecap.video.Footage`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ..contract.events import ProgressCallback
+from ..errors import InputError
+from .base import Aligner, LandmarkTrack, SurfaceBinding
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..video import Footage
+
+# name -> (module, class)
+ALIGNERS: dict[str, tuple[str, str]] = {
+    "mediapipe": ("flamecap.landmarks.mediapipe_aligner", "MediaPipeAligner"),
+    "file": ("flamecap.landmarks.file_aligner", "FileAligner"),
+    "dense": ("flamecap.landmarks.dense_aligner", "DenseAligner"),
+}
+DEFAULT_ALIGNER = "mediapipe"
+
+
+def get_aligner(name: str = DEFAULT_ALIGNER, **options) -> Aligner:
+    """Instantiate the backend ``name`` with ``options`` (passed to its constructor)."""
+    key = (name or DEFAULT_ALIGNER).lower()
+    if key not in ALIGNERS:
+        raise InputError(f"unknown aligner '{name}'; choose one of {', '.join(ALIGNERS)}")
+    mod_name, cls_name = ALIGNERS[key]
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == mod_name:
+            raise InputError(f"aligner '{key}' is not available in this FlameCap build") from None
+        raise InputError(f"aligner '{key}' needs the package '{exc.name}'; install it with "
+                         f"'pip install {exc.name}'") from None
+    return getattr(module, cls_name)(**options)
+
+
+def track_footage(footage: "Footage", aligner: Aligner | str = DEFAULT_ALIGNER,
+                  progress: ProgressCallback | None = None) -> LandmarkTrack:
+    """Run ``aligner`` over every selected frame of ``footage`` (streamed) → :class:`LandmarkTrack` whose
+    ``meta`` records the aligner and the footage source (including ``ended_early``)."""
+    if isinstance(aligner, str):
+        aligner = get_aligner(aligner)
+    track = aligner.track(iter(footage), footage.size, footage.fps, progress=progress, n_frames=footage.n_frames)
+    track.meta.setdefault("aligner", aligner.name)
+    track.meta["footage"] = footage.source
+    return track
+
+
+__all__ = ["Aligner", "LandmarkTrack", "SurfaceBinding", "ALIGNERS", "DEFAULT_ALIGNER", "get_aligner",
+           "track_footage"]

@@ -1,0 +1,240 @@
+"""MediaPipe FaceMesh backend: 478 points per frame (468 mesh points + 2×5 iris points).
+
+Tracking: ``mediapipe.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True)``
+tracks from frame to frame and re-runs its detector by itself whenever tracking confidence drops, so a
+face lost for a while is picked up again. Frames without a face are kept as ``valid=False`` rows (NaN
+points, NaN σ, ``visible=False``); nothing is dropped and no frame raises.
+
+Several faces: ``max_num_faces`` (default 3) are detected; one is followed. It is chosen on the first frame
+with faces as the largest (bounding-box area) or, with ``face_index=i``, the i-th from the left; after that,
+on every frame the face whose centroid is nearest to the followed face's last centroid is taken, if it lies
+within ``max_jump`` × face size; otherwise the frame is invalid (the followed face is not there). After
+``reacquire_s`` seconds without the followed face the initial rule is used again.
+
+σ per point (pixels), the 1-σ localisation uncertainty the fitter divides residuals by:
+
+    σ_k = max(σ_min, base_k · s) · 1 / max(cos_k, 0.25)     (× 3 more when the point faces away)
+
+- ``s`` is the face size: the distance between the outer eye corners (points 33 and 263) in pixels, or
+  0.45 × the point cloud's bounding-box diagonal if that is smaller (profile views shrink the eye span).
+- ``base_k`` by region (fractions of ``s``): iris 0.015, eyes 0.02, lips 0.025, nose 0.03, eyebrows 0.035,
+  other interior points 0.04, face oval / jawline 0.07 (contour points slide along the silhouette).
+- ``cos_k`` is the cosine between the point's surface normal and the direction to the camera. Normals come
+  from MediaPipe's 3D output (x, y in pixels, z in the same scale as x): per point the smallest principal
+  axis of its tessellation neighbours, oriented toward the camera side of the whole face; iris points
+  take the value of the nearest mesh point. ``σ_min`` = 0.5 px.
+- ``visible`` is ``cos_k > 0.05`` (points on the far side of a turned face are hidden in the image; their
+  reported positions are MediaPipe's guesses, hence the inflated σ).
+No temporal term is used.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+import numpy as np
+
+from ..contract.events import ProgressCallback
+from ..contract.model_format import FlameModelData
+from .base import Aligner, LandmarkTrack, SurfaceBinding
+
+log = logging.getLogger(__name__)
+
+N_POINTS = 478
+SIGMA_MIN_PX = 0.5
+REGION_BASE = {"iris": 0.015, "eyes": 0.02, "lips": 0.025, "nose": 0.03, "brows": 0.035, "interior": 0.04,
+               "oval": 0.07}
+
+_TABLES: dict = {}
+
+
+def _tables() -> dict:
+    """Per-point base σ fraction (478,), tessellation edges (E, 2), iris → nearest-mesh map (built once)."""
+    if _TABLES:
+        return _TABLES
+    from mediapipe.python.solutions import face_mesh_connections as c
+
+    def pts(conn):
+        return sorted({i for e in conn for i in e})
+
+    base = np.full(N_POINTS, REGION_BASE["interior"], dtype=np.float64)
+    for name, conns in (("oval", [c.FACEMESH_FACE_OVAL]), ("brows", [c.FACEMESH_LEFT_EYEBROW, c.FACEMESH_RIGHT_EYEBROW]),
+                        ("nose", [c.FACEMESH_NOSE]), ("lips", [c.FACEMESH_LIPS]),
+                        ("eyes", [c.FACEMESH_LEFT_EYE, c.FACEMESH_RIGHT_EYE]), ("iris", [c.FACEMESH_IRISES])):
+        for conn in conns:
+            base[pts(conn)] = REGION_BASE[name]
+    base[468:478] = REGION_BASE["iris"]
+    edges = np.array(sorted(c.FACEMESH_TESSELATION), dtype=np.int64)
+    _TABLES.update(base=base, edges=edges)
+    return _TABLES
+
+
+def point_normals_cos(p3: np.ndarray) -> np.ndarray:
+    """Cosine between each point's normal and the view direction, from MediaPipe 3D points.
+
+    p3 (N, 478, 3): x, y pixels, z pixels (MediaPipe's z × width; smaller = nearer the camera).
+    Returns (N, 478) in [−1, 1]; positive faces the camera."""
+    tab = _tables()
+    e = tab["edges"]
+    p = np.asarray(p3, dtype=np.float64)
+    N = p.shape[0]
+    d = p[:, e[:, 1]] - p[:, e[:, 0]]                                # (N, E, 3)
+    outer = d[..., :, None] * d[..., None, :]                       # (N, E, 3, 3)
+    cov = np.zeros((N, N_POINTS, 3, 3))
+    np.add.at(cov, (slice(None), e[:, 0]), outer)
+    np.add.at(cov, (slice(None), e[:, 1]), outer)
+    mesh = np.arange(468)
+    _, vecs = np.linalg.eigh(cov[:, mesh] + 1e-9 * np.eye(3))
+    n = vecs[..., 0]                                                # (N, 468, 3) smallest axis
+    # global face normal from the face's own frame: (right eye → left eye) × (chin → forehead)
+    across = p[:, 263] - p[:, 33]
+    up = p[:, 10] - p[:, 152]
+    g = np.cross(across, up)
+    g /= np.maximum(np.linalg.norm(g, axis=-1, keepdims=True), 1e-9)
+    g = np.where((g[:, 2:3] > 0), -g, g)                            # toward the camera = −z
+    # orient each local normal to agree with the mean of its neighbours... start from the global normal
+    n = np.where((np.sum(n * g[:, None], -1) < 0)[..., None], -n, n)
+    cos = np.empty((N, N_POINTS))
+    cos[:, :468] = -n[..., 2]
+    # iris points: nearest mesh point in 2D
+    dist = np.linalg.norm(p[:, 468:, None, :2] - p[:, None, :468, :2], axis=-1)
+    near = np.argmin(dist, axis=-1)
+    cos[:, 468:] = np.take_along_axis(cos[:, :468], near, axis=1)
+    return cos
+
+
+def sigma_and_visibility(points3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """σ (N, 478) px and visible (N, 478) bool from MediaPipe 3D points (N, 478, 3) in pixels (see module
+    docstring for the formula)."""
+    tab = _tables()
+    p = np.asarray(points3, dtype=np.float64)
+    eye_span = np.linalg.norm(p[:, 263, :2] - p[:, 33, :2], axis=-1)
+    diag = np.linalg.norm(p[..., :2].max(1) - p[..., :2].min(1), axis=-1)
+    s = np.maximum(np.maximum(eye_span, 0.45 * diag), 1e-3)
+    cos = point_normals_cos(p)
+    sig = np.maximum(tab["base"][None] * s[:, None], SIGMA_MIN_PX) / np.maximum(cos, 0.25)
+    sig = np.where(cos < 0.05, sig * 3.0, sig)
+    return sig.astype(np.float32), cos > 0.05
+
+
+class MediaPipeAligner(Aligner):
+    """MediaPipe FaceMesh (refine) tracker → 478-point :class:`LandmarkTrack` (see module docstring)."""
+
+    name = "mediapipe"
+    scheme = "mediapipe478"
+
+    def __init__(self, face_index: int | None = None, max_num_faces: int = 3, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5, static_image_mode: bool = False, max_jump: float = 1.0,
+                 reacquire_s: float = 2.0, binding_source: str = "self-calibrated"):
+        self.face_index = face_index
+        self.max_num_faces = max(int(max_num_faces), 1 if face_index is None else int(face_index) + 1)
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.min_tracking_confidence = float(min_tracking_confidence)
+        self.static_image_mode = bool(static_image_mode)
+        self.max_jump = float(max_jump)
+        self.reacquire_s = float(reacquire_s)
+        self.binding_source = binding_source
+
+    def _facemesh(self):
+        from mediapipe.python.solutions import face_mesh
+        return face_mesh.FaceMesh(static_image_mode=self.static_image_mode, refine_landmarks=True,
+                                  max_num_faces=self.max_num_faces,
+                                  min_detection_confidence=self.min_detection_confidence,
+                                  min_tracking_confidence=self.min_tracking_confidence)
+
+    @staticmethod
+    def _faces_px(result, w: int, h: int) -> list[np.ndarray]:
+        faces = []
+        for lm in (result.multi_face_landmarks or []):
+            a = np.array([(q.x, q.y, q.z) for q in lm.landmark], dtype=np.float64)
+            if a.shape[0] != N_POINTS:
+                continue
+            faces.append(a * np.array([w, h, w]))  # normalised → pixels (centres at i + 0.5 per MediaPipe)
+        return faces
+
+    def _initial_choice(self, faces: list[np.ndarray]) -> int | None:
+        if self.face_index is None:
+            areas = [np.prod(f[:, :2].max(0) - f[:, :2].min(0)) for f in faces]
+            return int(np.argmax(areas))
+        order = np.argsort([f[:, 0].mean() for f in faces])
+        return int(order[self.face_index]) if self.face_index < len(faces) else None
+
+    def detect_frames(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int],
+                      progress: ProgressCallback | None = None, n_frames: int | None = None):
+        """Run FaceMesh; returns lists (frame_index, time_s, points3 (478, 3) px or None, n_faces)."""
+        w, h = int(image_size[0]), int(image_size[1])
+        out = []
+        last_c, last_t, size = None, -np.inf, None
+        t0 = time.monotonic()
+        with self._facemesh() as fm:
+            for k, (idx, ts, rgb) in enumerate(frames):
+                if rgb.shape[:2] != (h, w):
+                    from ..errors import FootageError
+                    raise FootageError(f"frame {idx} is {rgb.shape[1]}x{rgb.shape[0]}, expected {w}x{h}")
+                faces = self._faces_px(fm.process(np.ascontiguousarray(rgb)), w, h)
+                chosen = None
+                if faces:
+                    if last_c is not None and ts - last_t <= self.reacquire_s:
+                        d = [np.linalg.norm(f[:, :2].mean(0) - last_c) for f in faces]
+                        j = int(np.argmin(d))
+                        if d[j] <= self.max_jump * size:
+                            chosen = j
+                    else:
+                        chosen = self._initial_choice(faces)
+                if chosen is not None:
+                    f = faces[chosen]
+                    last_c, last_t = f[:, :2].mean(0), ts
+                    size = float(np.linalg.norm(f[:, :2].max(0) - f[:, :2].min(0)))
+                    out.append((idx, ts, f, len(faces)))
+                else:
+                    out.append((idx, ts, None, len(faces)))
+                if progress is not None and (k % 10 == 0):
+                    frac = (k + 1) / n_frames if n_frames else 0.0
+                    progress("landmarks", min(frac, 1.0), f"frame {k + 1}/{n_frames or '?'}")
+        log.debug("mediapipe: %d frames in %.2f s", len(out), time.monotonic() - t0)
+        return out
+
+    def track(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int], fps: float,
+              progress: ProgressCallback | None = None, n_frames: int | None = None) -> LandmarkTrack:
+        rows = self.detect_frames(frames, image_size, progress, n_frames)
+        T = len(rows)
+        points = np.full((T, N_POINTS, 2), np.nan, dtype=np.float32)
+        sigma = np.full((T, N_POINTS), np.nan, dtype=np.float32)
+        visible = np.zeros((T, N_POINTS), dtype=bool)
+        valid = np.array([r[2] is not None for r in rows], dtype=bool)
+        depth = np.full((T, N_POINTS), np.nan, dtype=np.float32)
+        if valid.any():
+            p3 = np.stack([r[2] for r in rows if r[2] is not None])
+            sig, vis = sigma_and_visibility(p3)
+            points[valid] = p3[..., :2]
+            depth[valid] = p3[..., 2]
+            sigma[valid] = sig
+            visible[valid] = vis
+        n_multi = int(sum(r[3] > 1 for r in rows))
+        if T and not valid.any():
+            log.warning("no face found in any of the %d frames; check the footage shows a face", T)
+        elif T and not valid.all():
+            log.warning("no face in %d of %d frames; those frames are marked invalid", int((~valid).sum()), T)
+        if progress is not None:
+            progress("landmarks", 1.0, f"{int(valid.sum())}/{T} frames with a face")
+        return LandmarkTrack(points=points, sigma=sigma, valid=valid, visible=visible,
+                             frame_index=np.array([r[0] for r in rows], dtype=np.int64),
+                             time_s=np.array([r[1] for r in rows], dtype=np.float64),
+                             image_size=(int(image_size[0]), int(image_size[1])), fps=float(fps),
+                             scheme=self.scheme,
+                             meta={"aligner": self.name, "face_index": self.face_index,
+                                   "frames_with_several_faces": n_multi, "sigma_model": "region×size/cos",
+                                   "valid_frames": int(valid.sum())})
+
+    def detect_image(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Static detection on one image → list of (478, 3) pixel arrays (x, y, z·width), one per face."""
+        from mediapipe.python.solutions import face_mesh
+        h, w = rgb.shape[:2]
+        with face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=self.max_num_faces,
+                                min_detection_confidence=self.min_detection_confidence) as fm:
+            return self._faces_px(fm.process(np.ascontiguousarray(rgb)), w, h)
+
+    def binding(self, model: FlameModelData) -> SurfaceBinding:
+        from ..embedding import mediapipe_binding
+        return mediapipe_binding(model, source=self.binding_source)

@@ -1,0 +1,106 @@
+"""Self-calibrated MediaPipe embedding: geometry helpers, calibration on the FLAME template against the
+official embedding, caching, source selection, CLI."""
+import numpy as np
+import pytest
+
+from flamecap.contract.model_format import FlameModelData
+from flamecap.embedding import (CalibrationConfig, _closest_on_triangles, _geometric_median, closest_surface_binding,
+                                compare_bindings, mediapipe_binding, mediapipe_embedding_report, official_binding,
+                                surface_points)
+from flamecap.errors import ModelError
+
+FAST = CalibrationConfig(yaws_deg=(-20.0, 0.0, 20.0), pitches_deg=(-8.0, 8.0), lights=((0.3, -0.4, -1.0),),
+                         min_views=3)
+
+
+def test_closest_point_on_triangle_matches_dense_sampling():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        tri = rng.normal(size=(3, 3))
+        p = rng.normal(size=3) * 2
+        bc = _closest_on_triangles(p[None], tri[0][None], tri[1][None], tri[2][None])[0]
+        assert bc.min() >= -1e-9 and bc.sum() == pytest.approx(1.0)
+        u, v = np.meshgrid(np.linspace(0, 1, 201), np.linspace(0, 1, 201))
+        m = u + v <= 1
+        pts = (1 - u[m] - v[m])[:, None] * tri[0] + u[m][:, None] * tri[1] + v[m][:, None] * tri[2]
+        best = np.linalg.norm(pts - p, axis=1).min()
+        assert np.linalg.norm(bc @ tri - p) <= best + 1e-9
+
+
+def test_closest_surface_binding_recovers_surface_points():
+    th, ph = np.meshgrid(np.linspace(0.1, np.pi - 0.1, 12), np.linspace(0, 2 * np.pi, 24, endpoint=False))
+    v = np.stack([np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph), np.cos(th)], -1).reshape(-1, 3)
+    from scipy.spatial import ConvexHull
+    f = ConvexHull(v).simplices
+    rng = np.random.default_rng(1)
+    fi = rng.integers(0, len(f), 30)
+    b = rng.dirichlet(np.ones(3), 30)
+    p = surface_points(v, f, fi, b)
+    fi2, b2 = closest_surface_binding(p + 1e-4 * rng.normal(size=p.shape), v, f)
+    np.testing.assert_allclose(surface_points(v, f, fi2, b2), p, atol=3e-4)
+
+
+def test_geometric_median_ignores_outliers():
+    x = np.r_[np.random.default_rng(0).normal(0, 0.001, (20, 3)), [[1.0, 1.0, 1.0]] * 6]
+    assert np.linalg.norm(_geometric_median(x)) < 0.003
+
+
+def test_official_only_when_asked():
+    m = FlameModelData(arrays={"v_template": np.zeros((4, 3)), "faces": np.array([[0, 1, 2], [0, 2, 3]])})
+    with pytest.raises(ModelError, match="no official MediaPipe embedding"):
+        mediapipe_binding(m, source="official")
+    with pytest.raises(ModelError, match="unknown embedding source"):
+        mediapipe_binding(m, source="magic")
+
+
+@pytest.fixture(scope="module")
+def template_model(flame_reference_dir):
+    z = np.load(flame_reference_dir / "flame2023open_partial_basis.npz")
+    return FlameModelData(arrays={"v_template": z["v_template"], "faces": z["faces"].astype(np.int64),
+                                  "mp_face_idx": z["lmk_face_idx"], "mp_bary": z["lmk_b_coords"],
+                                  "mp_landmark_indices": z["landmark_indices"]})
+
+
+def test_self_calibration_on_flame_template(template_model):
+    """A 6-render calibration (the default uses 30) already lands near the official 105-point embedding."""
+    rep = mediapipe_embedding_report(template_model, FAST)
+    s = rep.summary()
+    assert s["renders_with_face"] == 6 and not s["from_cache"]
+    assert 250 <= rep.n_kept <= 478 and rep.n_kept + rep.n_dropped == 478
+    assert np.isnan(rep.positions[~rep.kept]).all() and np.isfinite(rep.positions[rep.kept]).all()
+    b = rep.binding
+    assert b.source == "self-calibrated" and b.topology_hash == template_model.topology
+    np.testing.assert_array_equal(b.point_index, np.nonzero(rep.kept)[0])
+    # re-bound points sit on the surface, near the robust positions
+    on_surf = surface_points(template_model["v_template"], template_model.faces, b.face_idx, b.bary)
+    assert np.linalg.norm(on_surf - rep.positions[rep.kept], axis=1).max() < 0.004
+    cmp = compare_bindings(template_model, b, official_binding(template_model))
+    assert cmp["n_common"] >= 90 and cmp["mean_mm"] < 4.5 and cmp["median_mm"] < 4.0
+    # cached: same binding without rendering; the default source is self-calibrated, not the model's mp_*
+    rep2 = mediapipe_embedding_report(template_model, FAST)
+    assert rep2.from_cache
+    np.testing.assert_array_equal(rep2.binding.face_idx, b.face_idx)
+    assert mediapipe_binding(template_model, config=FAST).source == "self-calibrated"
+    assert mediapipe_binding(template_model, source="official").source == "official-embedding"
+    # a different head (scaled) is a different cache entry
+    scaled = FlameModelData(arrays={**template_model.arrays, "v_template": template_model["v_template"] * 1.01})
+    assert not mediapipe_embedding_report(scaled, FAST, cache=False).from_cache
+
+
+@pytest.mark.slow
+def test_cli_embed_reference_head_meets_3mm(flame_reference_dir, tmp_path, capsys):
+    """The done-when figure: default calibration on the FLAME-topology test head (albedo painted) vs the
+    official 105-point embedding, mean ≤ 3 mm; the second run comes from the cache."""
+    import json
+
+    from flamecap.cli import main
+    from flamecap.contract.model_format import save_model_npz
+    from flamecap.flame.synthetic import flame_reference_head
+    path = save_model_npz(tmp_path / "head.npz", flame_reference_head(flame_reference_dir, n_expr=10))
+    assert main(["embed", "--model", str(path), "--json", "--progress", "none"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["kept"] >= 350 and stats["renders_with_face"] == stats["renders"]
+    assert stats["official"]["n_common"] >= 100 and stats["official"]["mean_mm"] <= 3.0
+    assert main(["embed", "--model", str(path), "--progress", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "[cached]" in out and "vs official embedding" in out
