@@ -38,6 +38,7 @@ MODEL_SCHEMA: dict[str, tuple[tuple, str, bool]] = {
     "mp_face_idx": (("K",), "i", False),            # MediaPipe binding: triangle per point
     "mp_bary": (("K", 3), "f", False),
     "mp_landmark_indices": (("K",), "i", False),    # which of MediaPipe's 478 points each row is
+    "vertex_albedo": (("V", 3), "f", False),        # per-vertex RGB in [0, 1] (synthetic / test heads)
 }
 
 
