@@ -70,6 +70,8 @@ class FlameLayer(torch.nn.Module):
                 return int(x.shape[0])
         if p.shape is not None and p.shape.dim() == 2:
             return int(p.shape.shape[0])
+        if p.offsets is not None and p.offsets.dim() == 3:
+            return int(p.offsets.shape[0])
         return 1
 
     def _get(self, x: torch.Tensor | None, batch: int, dim: int) -> torch.Tensor:
@@ -78,11 +80,21 @@ class FlameLayer(torch.nn.Module):
         x = x.to(self.v_template.dtype)
         return x.expand(batch, dim) if x.dim() == 2 and x.shape[0] == 1 else x.reshape(batch, dim)
 
+    @staticmethod
+    def _fit_coeffs(x: torch.Tensor, n: int) -> torch.Tensor:
+        """Coefficients (..., k) → (..., n): extra components dropped, missing ones zero (e.g. a 100-d
+        shape vector on a 300-component layer)."""
+        k = x.shape[-1]
+        if k >= n:
+            return x[..., :n]
+        return torch.nn.functional.pad(x, (0, n - k))
+
     def neutral(self, shape: torch.Tensor | None = None, offsets: torch.Tensor | None = None) -> torch.Tensor:
         """Identity mesh in the zero pose and expression: template + shapedirs·shape (+ offsets), (V, 3)."""
         v = self.v_template
         if shape is not None:
-            v = v + torch.einsum("vck,k->vc", self.shapedirs, shape.reshape(-1)[: self.n_shape].to(v.dtype))
+            v = v + torch.einsum("vck,k->vc", self.shapedirs,
+                                 self._fit_coeffs(shape.reshape(-1).to(v.dtype), self.n_shape))
         if offsets is not None:
             v = v + offsets.to(v.dtype)
         return v
@@ -92,8 +104,8 @@ class FlameLayer(torch.nn.Module):
         shape = p.shape if p.shape is not None else self.v_template.new_zeros(self.n_shape)
         if shape.dim() == 1:
             shape = shape.unsqueeze(0)
-        shape = shape.to(self.v_template.dtype).expand(B, -1)[:, : self.n_shape]
-        expr = self._get(p.expr, B, self.n_expr)
+        shape = self._fit_coeffs(shape.to(self.v_template.dtype), self.n_shape).expand(B, -1)
+        expr = self._get(None if p.expr is None else self._fit_coeffs(p.expr, self.n_expr), B, self.n_expr)
         betas = torch.cat([shape, expr], dim=1)
         dirs = torch.cat([self.shapedirs, self.exprdirs], dim=2)
         template = self.v_template.unsqueeze(0).expand(B, -1, -1)
