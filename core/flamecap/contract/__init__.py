@@ -9,7 +9,7 @@ from .conventions import (
 from .errors import ContractError
 from .events import PROTOCOL_VERSION, JsonlEmitter, encode_event, iter_events, make_event, parse_event
 from .model_format import FlameModelData, load_model_npz, model_meta, save_model_npz, topology_hash, validate_model
-from .npzio import read_npz, write_npz_atomic
+from .npzio import atomic_output, read_npz, write_npz_atomic
 from .result import (
     JOINT_NAMES, PER_FRAME_PARAMS, RESULT_VERSION, TrackingResult, default_meta, load_result, save_result,
     validate,

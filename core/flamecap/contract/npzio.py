@@ -1,12 +1,13 @@
 """Atomic, pickle-free ``.npz`` I/O with JSON metadata (numpy + stdlib only)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -15,22 +16,16 @@ from .errors import ContractError
 META_KEY = "__meta__"
 
 
-def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
-    """Write ``arrays`` plus ``meta`` (JSON) to ``path`` atomically: temp file in the same folder, then
-    ``os.replace``. A crash or error never leaves a partial file at ``path``."""
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path`` (``os.replace``),
+    when it fails it is deleted. A crash or error never leaves a partial file at ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
-    for k, v in payload.items():
-        if v.dtype == object:
-            raise ContractError(f"array '{k}' has dtype object; only plain numeric/bool arrays can be saved")
-    payload[META_KEY] = np.frombuffer(json.dumps(dict(meta), sort_keys=True).encode("utf-8"), dtype=np.uint8)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -38,7 +33,21 @@ def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], 
         except OSError:
             pass
         raise
-    return path
+
+
+def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
+    """Write ``arrays`` plus ``meta`` (JSON) to ``path`` atomically (see :func:`atomic_output`)."""
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, v in payload.items():
+        if v.dtype == object:
+            raise ContractError(f"array '{k}' has dtype object; only plain numeric/bool arrays can be saved")
+    payload[META_KEY] = np.frombuffer(json.dumps(dict(meta), sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
 
 
 def read_npz(path: str | os.PathLike, what: str = "file") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
