@@ -1,0 +1,248 @@
+"""Run the FlameCap core as a subprocess and follow its JSON-lines progress (stdlib only, no bpy).
+
+The same :class:`CoreRun` serves the modal operator (``poll()`` from a timer) and the blocking path
+(:func:`run_blocking`, for ``blender -b``, bpy scripts and tests). Cancel = terminate the process (its
+whole process group); the core writes outputs atomically, so a cancelled or failed run leaves nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ._contract import contract
+
+log = logging.getLogger(__name__)
+
+QUALITIES = ("fast", "production")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def track_command(python: str, footage: str, output: str, *, model: str = "", quality: str = "fast",
+                  frame_start: int | None = None, frame_end: int | None = None, device: str = "auto",
+                  extra: list[str] | None = None) -> list[str]:
+    """argv for ``<python> -m flamecap track FOOTAGE -o OUTPUT --progress jsonl ...``.
+    ``frame_start``/``frame_end`` are source frame numbers (0-based, end exclusive), ``None`` = whole clip."""
+    argv = [python, "-m", "flamecap", "track", str(footage), "-o", str(output), "--progress", "jsonl",
+            "--quality", quality, "--device", device]
+    if model:
+        argv += ["--model", str(model)]
+    if frame_start is not None:
+        argv += ["--start", str(int(frame_start))]
+    if frame_end is not None:
+        argv += ["--end", str(int(frame_end))]
+    return argv + list(extra or [])
+
+
+@dataclass
+class RunState:
+    """What the UI shows. ``status``: idle, running, done, failed, cancelled."""
+
+    status: str = "idle"
+    stage: str = ""
+    fraction: float = 0.0
+    eta_s: float | None = None
+    message: str = ""
+    error: str = ""
+    result_path: str = ""
+    returncode: int | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed", "cancelled")
+
+
+class CoreRun:
+    """One core subprocess. ``start()``, then ``poll()`` repeatedly (non-blocking) until
+    ``state.finished``; ``cancel()`` at any time."""
+
+    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None,
+                 expect_result: bool = True):
+        self.argv = [str(a) for a in argv]
+        self.expect_result = expect_result
+        self.env = env
+        self.cwd = cwd
+        self.state = RunState()
+        self._proc: subprocess.Popen | None = None
+        self._lines: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._cancelled = False
+        self._stderr_tail: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> "CoreRun":
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.pop("PYTHONHOME", None)  # Blender's own Python home must not leak into the core's Python
+        kwargs = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True
+        try:
+            self._proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          stdin=subprocess.DEVNULL, env=env, cwd=self.cwd, text=True,
+                                          encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+        except OSError as exc:
+            self.state.status = "failed"
+            self.state.error = (f"cannot start the FlameCap core '{self.argv[0]}' ({exc.strerror or exc}); "
+                                f"set the Python path in the add-on preferences and press Check")
+            return self
+        self.state.status = "running"
+        self.state.message = "starting"
+        for stream, tag in ((self._proc.stdout, "out"), (self._proc.stderr, "err")):
+            t = threading.Thread(target=self._pump, args=(stream, tag), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _pump(self, stream, tag: str) -> None:
+        try:
+            for line in stream:
+                self._lines.put((tag, line.rstrip("\r\n")))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._lines.put((tag, None))
+
+    def cancel(self, grace_s: float = 3.0) -> None:
+        """Terminate the core (and its children); waits up to ``grace_s`` then kills."""
+        self._cancelled = True
+        p = self._proc
+        if p is None or p.poll() is not None:
+            if not self.state.finished:
+                self._finish()
+            return
+        try:
+            if os.name == "nt":
+                p.terminate()
+            else:
+                os.killpg(p.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            try:
+                if os.name == "nt":
+                    p.kill()
+                else:
+                    os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
+            p.wait()
+        self.poll()
+
+    # -- progress ----------------------------------------------------------------------------------
+    def poll(self) -> RunState:
+        """Consume available output lines; update and return :attr:`state`. Never blocks long."""
+        if self.state.finished or self._proc is None:
+            return self.state
+        while True:
+            try:
+                tag, line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                continue
+            if tag == "err":
+                self._stderr_tail = (self._stderr_tail + [line])[-20:]
+                continue
+            ev = contract.parse_event(line)
+            if ev is None:
+                self.state.log_tail = (self.state.log_tail + [line])[-20:]
+            else:
+                self._on_event(ev)
+        if self._proc.poll() is not None and all(not t.is_alive() for t in self._threads) and self._lines.empty():
+            self._finish()
+        return self.state
+
+    def _on_event(self, ev: dict) -> None:
+        kind = ev["event"]
+        s = self.state
+        if kind == "progress":
+            s.stage = str(ev.get("stage", s.stage))
+            try:
+                s.fraction = min(max(float(ev.get("fraction", s.fraction)), 0.0), 1.0)
+            except (TypeError, ValueError):
+                pass
+            s.eta_s = ev.get("eta_s")
+            s.message = str(ev.get("message", "") or s.stage)
+        elif kind == "log":
+            s.log_tail = (s.log_tail + [f"{ev.get('level', 'info')}: {ev.get('message', '')}"])[-20:]
+        elif kind == "error":
+            s.error = " ".join(str(ev.get("message", "unknown error")).split())
+        elif kind == "done":
+            s.result_path = str(ev.get("result", ""))
+            s.fraction = 1.0
+        elif kind == "start":
+            s.message = "started"
+
+    def _finish(self) -> None:
+        s = self.state
+        s.returncode = None if self._proc is None else self._proc.poll()
+        if self._cancelled:
+            s.status = "cancelled"
+            s.error = s.error or "cancelled"
+        elif s.returncode == 0 and (not self.expect_result or (s.result_path and os.path.isfile(s.result_path))):
+            s.status = "done"
+        else:
+            s.status = "failed"
+            if not s.error:
+                tail = [ln for ln in self._stderr_tail if ln.strip()]
+                last = tail[-1].strip() if tail else ""
+                if s.returncode == 0:
+                    s.error = "the core finished without writing a result file"
+                else:
+                    s.error = (last.removeprefix("error: ") if last else
+                               f"the core exited with code {s.returncode}")
+                    s.error = " ".join(s.error.split())
+
+    @property
+    def stderr_tail(self) -> list[str]:
+        return list(self._stderr_tail)
+
+
+def format_eta(eta_s) -> str:
+    if eta_s is None:
+        return ""
+    eta = int(round(float(eta_s)))
+    return f"{eta // 60}:{eta % 60:02d} left" if eta >= 60 else f"{eta} s left"
+
+
+def run_blocking(argv: list[str], *, on_update=None, should_cancel=None, timeout_s: float | None = None,
+                 env: dict | None = None, interval_s: float = 0.05, expect_result: bool = True) -> RunState:
+    """Run the core to completion with the same :class:`CoreRun` the modal operator uses.
+    ``on_update(state)`` after each poll; ``should_cancel()`` → True cancels; ``timeout_s`` cancels too."""
+    run = CoreRun(argv, env=env, expect_result=expect_result).start()
+    t0 = time.monotonic()
+    while not run.state.finished:
+        time.sleep(interval_s)
+        state = run.poll()
+        if on_update is not None:
+            on_update(state)
+        if state.finished:
+            break
+        if (should_cancel is not None and should_cancel()) or (
+                timeout_s is not None and time.monotonic() - t0 > timeout_s):
+            run.cancel()
+    return run.state
+
+
+def python_check_command(python: str) -> list[str]:
+    return [python, "-m", "flamecap", "env", "--json"]
+
+
+def default_python() -> str:
+    """A reasonable first guess for the core's Python (not Blender's own)."""
+    exe = sys.executable
+    if "blender" in os.path.basename(exe).lower():
+        return "python3" if os.name != "nt" else "python"
+    return exe
