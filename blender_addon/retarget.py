@@ -1,0 +1,355 @@
+"""Retarget panel section (bpy + numpy; the heavy solve runs in the core, ``flamecap retarget shapekeys``).
+
+- FLAME character: the FlameCap take (bone rotations + expression/pose-corrective keys) on another
+  FlameCap FLAME head: identity swap in the scene (the target keeps its own neutral mesh and joints).
+- Shape-key character: export the mesh (neutral, triangles, key deltas) to a character ``.npz``, run the
+  core's registration + bounded solve, key the returned values on the character's own keys.
+- Armature: copy jaw / neck / eye rotations onto picked bones (axis map, Rigify preset).
+- Live Link Face CSV → shape keys (ARKit names matched across naming variants).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+import tempfile
+
+import bpy
+import numpy as np
+
+from . import anim_compat
+from ._contract import contract
+
+log = logging.getLogger(__name__)
+
+RIGIFY = {"neck": "head", "jaw": "jaw_master", "eye_l": "MCH-eye.L", "eye_r": "MCH-eye.R"}
+FLAME_BONES = ("neck", "jaw", "eye_l", "eye_r")
+
+
+class RetargetError(ValueError):
+    """One line, actionable."""
+
+
+# ------------------------------------------------------------------------------------------------
+# numpy helpers (mirrors of flamecap.retarget.bones / arkit, which the add-on cannot import)
+# ------------------------------------------------------------------------------------------------
+def _alnum(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s.lower())
+
+
+def arkit_key(name: str) -> str:
+    """Comparable key for ARKit naming variants: 'EyeBlink_L', 'eyeBlinkLeft' → 'eyeblinkleft'."""
+    s = name.rsplit(".", 1)[-1] if "." in name and name.rsplit(".", 1)[-1].lower() not in ("l", "r") else name
+    m = re.search(r"[._\- ](l|r|left|right)$", s, re.IGNORECASE) or re.search(r"(?<=[a-z])(L|R)$", s)
+    if m:
+        return _alnum(s[: m.start()]) + ("left" if m.group(1).lower().startswith("l") else "right")
+    return _alnum(s)
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    q = np.asarray(q, np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    w, x, y, z = (q[..., i] for i in range(4))
+    return np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                     2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                     2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(q.shape[:-1] + (3, 3))
+
+
+def matrix_to_quat(R: np.ndarray) -> np.ndarray:
+    rv = contract.matrix_to_axis_angle(R)
+    th = np.linalg.norm(rv, axis=-1, keepdims=True)
+    k = np.where(th < 1e-12, 0.5, np.sin(0.5 * th) / np.where(th < 1e-12, 1.0, th))
+    q = np.concatenate([np.cos(0.5 * th), rv * k], -1)
+    for t in range(1, len(q)):
+        if np.dot(q[t], q[t - 1]) < 0:
+            q[t] = -q[t]
+    return q
+
+
+def axis_map_matrix(spec: str) -> np.ndarray:
+    parts = [p.strip().upper() for p in (spec or "X,Y,Z").split(",")]
+    M = np.zeros((3, 3))
+    if len(parts) != 3 or sorted(p.lstrip("+-") for p in parts) != ["X", "Y", "Z"]:
+        raise RetargetError(f"axis map '{spec}' must name X, Y and Z once each, e.g. 'X,-Z,Y'")
+    for i, p in enumerate(parts):
+        M["XYZ".index(p.lstrip("+-")), i] = -1.0 if p.startswith("-") else 1.0
+    if np.linalg.det(M) < 0:
+        raise RetargetError(f"axis map '{spec}' mirrors; flip one more sign or swap two axes")
+    return M
+
+
+def retarget_rotation(R_src_local: np.ndarray, src_rest_world: np.ndarray, dst_rest_world: np.ndarray,
+                      axis_map: np.ndarray) -> np.ndarray:
+    """Source pose-bone rotations (T, 3, 3) (in the source bone's rest frame) → target pose-bone rotations:
+    the same world-space rotation (after the axis map), expressed in the target bone's rest frame."""
+    Rw = src_rest_world @ R_src_local @ src_rest_world.T
+    Rw = axis_map @ Rw @ axis_map.T
+    return dst_rest_world.T @ Rw @ dst_rest_world
+
+
+# ------------------------------------------------------------------------------------------------
+# scene operations
+# ------------------------------------------------------------------------------------------------
+def _rest_world(arm_obj, bone_name: str) -> np.ndarray:
+    m = np.array(arm_obj.matrix_world)[:3, :3] @ np.array(arm_obj.data.bones[bone_name].matrix_local)[:3, :3]
+    U, _, Vt = np.linalg.svd(m)
+    return U @ Vt
+
+
+def _sample_quaternions(rig, bone: str, frames: np.ndarray) -> np.ndarray:
+    ad = rig.animation_data
+    if ad is None or ad.action is None:
+        raise RetargetError(f"'{rig.name}' has no animation; import a FlameCap result first")
+    slot = getattr(ad, "action_slot", None)
+    q = np.zeros((len(frames), 4))
+    q[:, 0] = 1.0
+    for i in range(4):
+        fc = anim_compat.find_fcurve(ad.action, slot, f'pose.bones["{bone}"].rotation_quaternion', i)
+        if fc is not None:
+            q[:, i] = [fc.evaluate(float(f)) for f in frames]
+    return q
+
+
+def copy_bone_rotations(source_rig, target_arm, bone_map: dict[str, str], axis_map: str = "X,Y,Z",
+                        frames: np.ndarray | None = None, action_name: str = "") -> int:
+    """Key the FlameCap rig's neck/jaw/eye rotations onto ``target_arm``'s bones
+    (``bone_map``: FLAME bone → target bone; missing target bones are skipped). Returns bones keyed."""
+    if target_arm is None or target_arm.type != "ARMATURE":
+        raise RetargetError("pick an armature object as the target")
+    M = axis_map_matrix(axis_map)
+    scene = bpy.context.scene
+    frames = np.arange(scene.frame_start, scene.frame_end + 1) if frames is None else np.asarray(frames)
+    have = set(target_arm.data.bones.keys())
+    pairs = [(s, d) for s, d in bone_map.items() if d and d in have and s in source_rig.data.bones]
+    if not pairs:
+        raise RetargetError(f"none of the bones {sorted(v for v in bone_map.values() if v)} is in "
+                            f"'{target_arm.name}'; pick the bones or another preset")
+    act = anim_compat.new_action(action_name or f"{target_arm.name}_flamecap")
+    slot = anim_compat.assign(target_arm, act, target_arm.name)
+    for s, d in pairs:
+        R = quat_to_matrix(_sample_quaternions(source_rig, s, frames))
+        Rt = retarget_rotation(R, _rest_world(source_rig, s), _rest_world(target_arm, d), M)
+        q = matrix_to_quat(Rt)
+        target_arm.pose.bones[d].rotation_mode = "QUATERNION"
+        anim_compat.write_channels(act, slot, [(f'pose.bones["{d}"].rotation_quaternion', i, q[:, i])
+                                               for i in range(4)], frames.astype(np.float64), group=d)
+    return len(pairs)
+
+
+def copy_flame_take(source_rig, target_rig) -> None:
+    """Identity swap in the scene: the source take's action on another FlameCap FLAME head (same key and
+    bone names); the target keeps its own neutral mesh and joints."""
+    if target_rig is None or not target_rig.get("flamecap_mesh"):
+        raise RetargetError("the target is not a FlameCap FLAME head; import one, or use the shape-key or "
+                            "armature retarget")
+    sad = source_rig.animation_data
+    if sad is None or sad.action is None:
+        raise RetargetError(f"'{source_rig.name}' has no take to copy")
+    src_key = source_rig["flamecap_mesh"].data.shape_keys
+    dst_key = target_rig["flamecap_mesh"].data.shape_keys
+    names = {kb.name for kb in dst_key.key_blocks}
+    missing = [kb.name for kb in src_key.key_blocks if kb.name not in names]
+    if missing:
+        raise RetargetError(f"the target head lacks keys {missing[:4]}; both heads must come from the same model")
+    act = sad.action
+    if anim_compat.SLOTTED:
+        anim_compat.assign(target_rig, act, sad.action_slot.name_display)
+        kad = src_key.animation_data
+        anim_compat.assign(dst_key, kad.action, kad.action_slot.name_display)
+    else:
+        anim_compat.assign(target_rig, act)
+        anim_compat.assign(dst_key, src_key.animation_data.action)
+
+
+def mesh_arrays(obj) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """(neutral vertices (N, 3) object space, triangles (M, 3), key names, key deltas (K, N, 3))."""
+    if obj is None or obj.type != "MESH":
+        raise RetargetError("pick the character's mesh object (with shape keys) as the target")
+    me = obj.data
+    keys = me.shape_keys
+    if keys is None or len(keys.key_blocks) < 2:
+        raise RetargetError(f"'{obj.name}' has no shape keys; add shape keys (e.g. ARKit-52) or use the "
+                            f"armature retarget")
+    n = len(me.vertices)
+    me.calc_loop_triangles()
+    tris = np.empty(len(me.loop_triangles) * 3, np.int32)
+    me.loop_triangles.foreach_get("vertices", tris)
+    if tris.size == 0:
+        raise RetargetError(f"'{obj.name}' has no faces")
+    basis = np.empty(n * 3, np.float32)
+    keys.reference_key.data.foreach_get("co", basis)
+    names, deltas = [], []
+    for kb in keys.key_blocks:
+        if kb == keys.reference_key:
+            continue
+        co = np.empty(n * 3, np.float32)
+        kb.data.foreach_get("co", co)
+        names.append(kb.name)
+        deltas.append((co - basis).reshape(n, 3))
+    return basis.reshape(n, 3).astype(np.float64), tris.reshape(-1, 3), names, np.asarray(deltas, np.float64)
+
+
+def export_character(obj, path: str, pairs: tuple | None = None) -> str:
+    v, f, names, d = mesh_arrays(obj)
+    arrays = {"vertices": v, "faces": f.astype(np.int64), "key_deltas": d.astype(np.float32)}
+    if pairs is not None:
+        arrays["flame_vertices"] = np.asarray(pairs[0], np.int64)
+        arrays["target_vertices"] = np.asarray(pairs[1], np.int64)
+    contract.write_npz_atomic(path, arrays, {"format": "flamecap.character", "version": 1, "key_names": names,
+                                             "name": obj.name})
+    return path
+
+
+def apply_key_animation(obj, names: list[str], weights: np.ndarray, frames: np.ndarray, action_name: str = "") -> int:
+    """Key ``weights`` (T, K) on ``obj``'s shape keys named ``names`` at ``frames``. Returns keys written."""
+    key = obj.data.shape_keys
+    have = {kb.name for kb in key.key_blocks}
+    chans = [(f'key_blocks["{n}"].value', 0, np.asarray(weights)[:, k]) for k, n in enumerate(names) if n in have]
+    if not chans:
+        raise RetargetError(f"none of the channels match shape keys of '{obj.name}'")
+    act = anim_compat.new_action(action_name or f"{obj.name}_flamecap")
+    slot = anim_compat.assign(key, act, key.name)
+    anim_compat.write_channels(act, slot, chans, np.asarray(frames, np.float64), group="FlameCap")
+    return len(chans)
+
+
+def import_live_link_csv(obj, path: str, fps: float = 60.0, frame_start: int = 1) -> int:
+    """Key a Live Link Face CSV's blendshape columns onto ``obj``'s ARKit-named keys (naming variants
+    matched), resampled to the scene fps by time."""
+    if obj is None or obj.type != "MESH" or obj.data.shape_keys is None:
+        raise RetargetError("pick a mesh with ARKit-named shape keys")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if r]
+    except OSError as exc:
+        raise RetargetError(f"cannot read {path}: {exc}") from None
+    if not rows or rows[0][0].strip().lower() != "timecode":
+        raise RetargetError(f"{os.path.basename(path)} is not a Live Link Face CSV (no 'Timecode' column)")
+    header = rows[0]
+    by_key = {arkit_key(kb.name): kb.name for kb in obj.data.shape_keys.key_blocks[1:]}
+    cols = [(c, by_key[arkit_key(h)]) for c, h in enumerate(header) if c >= 2 and arkit_key(h) in by_key]
+    if not cols:
+        raise RetargetError(f"no CSV column matches a shape key of '{obj.name}' (ARKit names like eyeBlinkLeft)")
+    t = []
+    for r in rows[1:]:
+        h, m, s, rest = r[0].split(":")
+        t.append(int(h) * 3600 + int(m) * 60 + int(s) + float(rest) / fps)
+    t = np.asarray(t) - t[0]
+    W = np.array([[float(r[c]) for c, _ in cols] for r in rows[1:]])
+    scene_fps = bpy.context.scene.render.fps / bpy.context.scene.render.fps_base
+    frames = np.arange(int(np.floor(t[-1] * scene_fps)) + 1)
+    Wr = np.stack([np.interp(frames / scene_fps, t, W[:, k]) for k in range(W.shape[1])], 1)
+    return apply_key_animation(obj, [n for _, n in cols], Wr, frames + frame_start, "LiveLinkFace")
+
+
+# ------------------------------------------------------------------------------------------------
+# operators + panel
+# ------------------------------------------------------------------------------------------------
+def _source_rig(context):
+    from .scene import find_rig
+    rig = find_rig(context)
+    if rig is None:
+        for o in context.scene.objects:
+            if o.get("flamecap_result"):
+                return o
+    return rig
+
+
+class FLAMECAP_OT_retarget_bones(bpy.types.Operator):
+    """Copy the FlameCap rig's neck, jaw and eye rotations onto the active armature's bones"""
+
+    bl_idname = "flamecap.retarget_bones"
+    bl_label = "Retarget onto Armature"
+    bl_options = {"REGISTER", "UNDO"}
+
+    preset: bpy.props.EnumProperty(items=[("rigify", "Rigify", ""), ("flame", "Same names", "")], default="rigify")
+    axis_map: bpy.props.StringProperty(name="Axis map", default="X,Y,Z")
+
+    def execute(self, context):
+        src = _source_rig(context)
+        if src is None:
+            self.report({"ERROR"}, "no FlameCap rig in the scene; import a result first")
+            return {"CANCELLED"}
+        bm = RIGIFY if self.preset == "rigify" else {b: b for b in FLAME_BONES}
+        try:
+            n = copy_bone_rotations(src, context.active_object, bm, self.axis_map)
+        except RetargetError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"keyed {n} bones")
+        return {"FINISHED"}
+
+
+class FLAMECAP_OT_retarget_shapekeys(bpy.types.Operator):
+    """Solve the active mesh's own shape-key values for the FlameCap take (runs the FlameCap core)"""
+
+    bl_idname = "flamecap.retarget_shapekeys"
+    bl_label = "Retarget onto Shape Keys"
+    bl_options = {"REGISTER", "UNDO"}
+
+    smooth: bpy.props.FloatProperty(name="Smoothness", default=0.05, min=0.0)
+
+    def execute(self, context):
+        from . import runner
+        src = _source_rig(context)
+        obj = context.active_object
+        try:
+            if src is None:
+                raise RetargetError("no FlameCap rig in the scene; import a result first")
+            tmp = tempfile.mkdtemp(prefix="flamecap_rt_")
+            char = export_character(obj, os.path.join(tmp, "character.npz"))
+            out = os.path.join(tmp, "anim.npz")
+            prefs = context.preferences.addons.get(__package__)
+            python = getattr(getattr(prefs, "preferences", None), "python_path", "") or runner.default_python()
+            argv = [python, "-m", "flamecap", "retarget", "shapekeys", src["flamecap_result"], "--target", char,
+                    "-o", out, "--smooth", str(self.smooth), "--progress", "jsonl"]
+            st = runner.run_blocking(argv)
+            if st.status != "done":
+                raise RetargetError(st.error or "the core failed")
+            arrays, meta = contract.read_npz(out, what="animation file")
+            frames = arrays["frame_index"] + 1
+            n = apply_key_animation(obj, list(meta["names"]), arrays["weights"], frames)
+        except RetargetError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"keyed {n} shape keys")
+        return {"FINISHED"}
+
+
+class FLAMECAP_OT_import_live_link(bpy.types.Operator):
+    """Key a Live Link Face CSV onto the active mesh's ARKit shape keys"""
+
+    bl_idname = "flamecap.import_live_link"
+    bl_label = "Import Live Link Face CSV"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH")
+    fps: bpy.props.FloatProperty(name="Take fps", default=60.0, min=1.0)
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        try:
+            n = import_live_link_csv(context.active_object, self.filepath, self.fps)
+        except (RetargetError, ValueError) as exc:
+            self.report({"ERROR"}, " ".join(str(exc).split()))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"keyed {n} shape keys")
+        return {"FINISHED"}
+
+
+classes = (FLAMECAP_OT_retarget_bones, FLAMECAP_OT_retarget_shapekeys, FLAMECAP_OT_import_live_link)
+
+
+def draw_panel(layout, context):
+    box = layout.box()
+    box.label(text="Retarget", icon="MOD_DATA_TRANSFER")
+    obj = context.active_object
+    col = box.column(align=True)
+    col.enabled = obj is not None
+    col.operator(FLAMECAP_OT_retarget_shapekeys.bl_idname, icon="SHAPEKEY_DATA")
+    col.operator(FLAMECAP_OT_retarget_bones.bl_idname, icon="ARMATURE_DATA")
+    col.operator(FLAMECAP_OT_import_live_link.bl_idname, icon="IMPORT")
