@@ -143,19 +143,26 @@ def copy_flame_take(source_rig, target_rig) -> None:
     if target_rig is None or not target_rig.get("flamecap_mesh"):
         raise RetargetError("the target is not a FlameCap FLAME head; import one, or use the shape-key or "
                             "armature retarget")
+    if source_rig is None or not source_rig.get("flamecap_mesh"):
+        raise RetargetError("the source is not a FlameCap FLAME head; pick the rig of an imported take")
     sad = source_rig.animation_data
     if sad is None or sad.action is None:
         raise RetargetError(f"'{source_rig.name}' has no take to copy")
+    missing_bones = [b.name for b in source_rig.data.bones if b.name not in target_rig.data.bones]
+    if missing_bones:
+        raise RetargetError(f"the target head lacks bones {missing_bones[:4]}; both heads must come from FlameCap")
     src_key = source_rig["flamecap_mesh"].data.shape_keys
     dst_key = target_rig["flamecap_mesh"].data.shape_keys
     names = {kb.name for kb in dst_key.key_blocks}
     missing = [kb.name for kb in src_key.key_blocks if kb.name not in names]
     if missing:
         raise RetargetError(f"the target head lacks keys {missing[:4]}; both heads must come from the same model")
+    kad = src_key.animation_data
+    if kad is None or kad.action is None:
+        raise RetargetError(f"'{source_rig.name}' has no shape-key take to copy; re-import the result")
     act = sad.action
     if anim_compat.SLOTTED:
         anim_compat.assign(target_rig, act, sad.action_slot.name_display)
-        kad = src_key.animation_data
         anim_compat.assign(dst_key, kad.action, kad.action_slot.name_display)
     else:
         anim_compat.assign(target_rig, act)
@@ -163,7 +170,11 @@ def copy_flame_take(source_rig, target_rig) -> None:
 
 
 def mesh_arrays(obj) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
-    """(neutral vertices (N, 3) object space, triangles (M, 3), key names, key deltas (K, N, 3))."""
+    """(neutral vertices (N, 3) world space, triangles (M, 3), key names, key deltas (K, N, 3) world space).
+
+    World space, so that a character whose object is rotated (e.g. an FBX import's 90° about X) still
+    faces the way the automatic landmark detection expects (+Z up, facing -Y); key values do not depend on
+    the frame."""
     if obj is None or obj.type != "MESH":
         raise RetargetError("pick the character's mesh object (with shape keys) as the target")
     me = obj.data
@@ -187,11 +198,43 @@ def mesh_arrays(obj) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
         kb.data.foreach_get("co", co)
         names.append(kb.name)
         deltas.append((co - basis).reshape(n, 3))
-    return basis.reshape(n, 3).astype(np.float64), tris.reshape(-1, 3), names, np.asarray(deltas, np.float64)
+    mw = np.array(obj.matrix_world, dtype=np.float64)
+    lin = mw[:3, :3]
+    if abs(np.linalg.det(lin)) < 1e-12:
+        raise RetargetError(f"'{obj.name}' has a zero scale; apply a valid scale to the object")
+    verts = basis.reshape(n, 3).astype(np.float64) @ lin.T + mw[:3, 3]
+    d = np.asarray(deltas, np.float64).reshape(len(names), n, 3) @ lin.T
+    return verts, tris.reshape(-1, 3), names, d
+
+
+# custom properties on a character mesh holding user-picked correspondences (vertex indices, in pairs)
+PROP_PAIRS_FLAME = "flamecap_flame_vertices"
+PROP_PAIRS_TARGET = "flamecap_target_vertices"
+
+
+def stored_pairs(obj) -> tuple | None:
+    """(FLAME vertex ids, target vertex ids) stored on ``obj``, or None (automatic landmarks)."""
+    fv, tv = obj.get(PROP_PAIRS_FLAME), obj.get(PROP_PAIRS_TARGET)
+    if fv is None and tv is None:
+        return None
+    try:
+        fv, tv = [int(i) for i in fv], [int(i) for i in tv]
+    except (TypeError, ValueError):
+        raise RetargetError(f"'{obj.name}': the properties {PROP_PAIRS_FLAME} / {PROP_PAIRS_TARGET} must be "
+                            f"lists of vertex indices; fix or delete them") from None
+    if len(fv) != len(tv) or len(fv) < 4:
+        raise RetargetError(f"'{obj.name}': {len(fv)} FLAME and {len(tv)} target correspondence vertices; give "
+                            f"at least 4 pairs, or delete both properties for automatic landmarks")
+    if max(tv) >= len(obj.data.vertices) or min(tv) < 0:
+        raise RetargetError(f"'{obj.name}': a correspondence vertex index is outside 0..{len(obj.data.vertices) - 1}")
+    return fv, tv
 
 
 def export_character(obj, path: str, pairs: tuple | None = None) -> str:
+    """Write ``obj`` as a character ``.npz`` for ``flamecap retarget shapekeys`` (pairs: given, else the
+    ones stored on the object, else none → automatic landmarks)."""
     v, f, names, d = mesh_arrays(obj)
+    pairs = pairs if pairs is not None else stored_pairs(obj)
     arrays = {"vertices": v, "faces": f.astype(np.int64), "key_deltas": d.astype(np.float32)}
     if pairs is not None:
         arrays["flame_vertices"] = np.asarray(pairs[0], np.int64)
@@ -231,12 +274,21 @@ def import_live_link_csv(obj, path: str, fps: float = 60.0, frame_start: int = 1
     cols = [(c, by_key[arkit_key(h)]) for c, h in enumerate(header) if c >= 2 and arkit_key(h) in by_key]
     if not cols:
         raise RetargetError(f"no CSV column matches a shape key of '{obj.name}' (ARKit names like eyeBlinkLeft)")
+    if len(rows) < 2:
+        raise RetargetError(f"{os.path.basename(path)} has no data rows")
     t = []
-    for r in rows[1:]:
-        h, m, s, rest = r[0].split(":")
-        t.append(int(h) * 3600 + int(m) * 60 + int(s) + float(rest) / fps)
+    try:
+        for r in rows[1:]:
+            h, m, s, rest = r[0].split(":")
+            t.append(int(h) * 3600 + int(m) * 60 + int(s) + float(rest) / fps)
+        W = np.array([[float(r[c]) for c, _ in cols] for r in rows[1:]])
+    except (ValueError, IndexError):
+        raise RetargetError(f"{os.path.basename(path)} line {len(t) + 2}: bad timecode or value (expected "
+                            f"HH:MM:SS:FF.fff and numbers); re-export it from Live Link Face") from None
     t = np.asarray(t) - t[0]
-    W = np.array([[float(r[c]) for c, _ in cols] for r in rows[1:]])
+    if np.any(np.diff(t) < 0):
+        raise RetargetError(f"{os.path.basename(path)}: timecodes do not increase; is the take fps "
+                            f"({fps:g}) right?")
     scene_fps = bpy.context.scene.render.fps / bpy.context.scene.render.fps_base
     frames = np.arange(int(np.floor(t[-1] * scene_fps)) + 1)
     Wr = np.stack([np.interp(frames / scene_fps, t, W[:, k]) for k in range(W.shape[1])], 1)
@@ -294,9 +346,13 @@ class FLAMECAP_OT_retarget_shapekeys(bpy.types.Operator):
         from . import runner
         src = _source_rig(context)
         obj = context.active_object
+        tmp = None
         try:
             if src is None:
                 raise RetargetError("no FlameCap rig in the scene; import a result first")
+            if obj is not None and (obj == src or obj == src.get("flamecap_mesh")):
+                raise RetargetError("the active object is the FlameCap head itself; select the character's mesh")
+            mesh_arrays(obj)          # checks the target (mesh, shape keys) before anything runs
             tmp = tempfile.mkdtemp(prefix="flamecap_rt_")
             char = export_character(obj, os.path.join(tmp, "character.npz"))
             out = os.path.join(tmp, "anim.npz")
@@ -310,10 +366,56 @@ class FLAMECAP_OT_retarget_shapekeys(bpy.types.Operator):
             arrays, meta = contract.read_npz(out, what="animation file")
             frames = arrays["frame_index"] + 1
             n = apply_key_animation(obj, list(meta["names"]), arrays["weights"], frames)
+        except (RetargetError, contract.ContractError) as exc:
+            self.report({"ERROR"}, " ".join(str(exc).split()))
+            return {"CANCELLED"}
+        finally:
+            if tmp is not None:
+                import shutil
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.report({"INFO"}, f"keyed {n} shape keys")
+        return {"FINISHED"}
+
+
+def _flame_rigs(context) -> list:
+    return [o for o in context.scene.objects if o.type == "ARMATURE" and o.get("flamecap_mesh")]
+
+
+class FLAMECAP_OT_retarget_flame_head(bpy.types.Operator):
+    """Play another FlameCap head's take on the active FlameCap head (identity swap: the active head keeps its
+    own neutral mesh and joints)"""
+
+    bl_idname = "flamecap.retarget_flame_head"
+    bl_label = "Copy Take onto FLAME Head"
+    bl_options = {"REGISTER", "UNDO"}
+
+    source: bpy.props.StringProperty(name="Source rig", description="the FlameCap rig whose take to copy "
+                                     "(default: the only other FlameCap head in the scene)")
+
+    def execute(self, context):
+        from .scene import find_rig
+        try:
+            target = find_rig(context)
+            if target is None:
+                raise RetargetError("select the FlameCap head (or its rig) that should play the take")
+            if self.source:
+                src = bpy.data.objects.get(self.source)
+                if src is None:
+                    raise RetargetError(f"no object named '{self.source}'")
+            else:
+                others = [o for o in _flame_rigs(context) if o != target and o.animation_data
+                          and o.animation_data.action]
+                if len(others) != 1:
+                    raise RetargetError(f"{len(others)} other FlameCap heads with a take in the scene; name the "
+                                        f"source rig")
+                src = others[0]
+            if src == target:
+                raise RetargetError("source and target are the same head")
+            copy_flame_take(src, target)
         except RetargetError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"keyed {n} shape keys")
+        self.report({"INFO"}, f"'{target.name}' plays the take of '{src.name}'")
         return {"FINISHED"}
 
 
@@ -341,7 +443,8 @@ class FLAMECAP_OT_import_live_link(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (FLAMECAP_OT_retarget_bones, FLAMECAP_OT_retarget_shapekeys, FLAMECAP_OT_import_live_link)
+classes = (FLAMECAP_OT_retarget_bones, FLAMECAP_OT_retarget_shapekeys, FLAMECAP_OT_retarget_flame_head,
+           FLAMECAP_OT_import_live_link)
 
 
 def draw_panel(layout, context):
@@ -352,4 +455,5 @@ def draw_panel(layout, context):
     col.enabled = obj is not None
     col.operator(FLAMECAP_OT_retarget_shapekeys.bl_idname, icon="SHAPEKEY_DATA")
     col.operator(FLAMECAP_OT_retarget_bones.bl_idname, icon="ARMATURE_DATA")
+    col.operator(FLAMECAP_OT_retarget_flame_head.bl_idname, icon="MESH_MONKEY")
     col.operator(FLAMECAP_OT_import_live_link.bl_idname, icon="IMPORT")

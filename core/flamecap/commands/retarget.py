@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--keys", help="comma-separated key names to solve (default: all that move the face)")
     q.add_argument("--smooth", type=float, default=0.05, help="temporal smoothness (relative, 0 = per frame)")
     q.add_argument("--rigid", action="store_true", help="similarity only, no non-rigid registration")
+    q.add_argument("--full-jaw", action="store_true",
+                   help="transfer FLAME's full posed deformation (default: the jaw apart from the closed-jaw "
+                        "expressions, as shape-key rigs compose jawOpen with the other keys)")
     q.add_argument("-o", "--output", required=True, help="animation .npz (flamecap.shapekey_anim)")
     q.add_argument("--csv", help="also write the ARKit channels as a Live Link Face CSV")
     add_progress_argument(q)
@@ -136,7 +139,8 @@ def cmd_shapekeys(args) -> int:
         reg = register_target(res, target, corr, nonrigid=not args.rigid)
     keys = [k.strip() for k in args.keys.split(",")] if args.keys else None
     anim = retarget_shape_keys(res, target, corr, registration=reg, channels=channels,
-                               solve=SolveConfig(smooth=args.smooth), keys=keys, progress=progress)
+                               solve=SolveConfig(smooth=args.smooth), keys=keys, split_jaw=not args.full_jaw,
+                               progress=progress)
     path = save_animation(args.output, anim, target.name)
     if args.csv:
         from ..export_formats import result_rotations, take_from_weights, write_live_link_csv

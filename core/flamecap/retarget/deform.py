@@ -85,3 +85,19 @@ def face_displacements(result: TrackingResult, frames: np.ndarray | None = None)
     """Per-frame deformation of the face in the head's rest frame: (T', V, 3) metres, posed (expression,
     jaw, eyes, eyelids; no neck / global pose) minus the neutral head."""
     return head_lbs(result, frames) - np.asarray(result["head_vertices"], dtype=np.float64)[None]
+
+
+def face_displacements_linearised(result: TrackingResult, frames: np.ndarray | None = None) -> np.ndarray:
+    """The face deformation as a linear blendshape rig would show it: (T', V, 3) metres, the jaw's own
+    deformation (rotation + its pose correctives, no expression) plus the expression / eyes / eyelids
+    deformation with the jaw closed.
+
+    FLAME rotates the expression displacements of the lower face with the jaw (LBS applies after the
+    blendshapes); a shape-key character adds its jawOpen key to expression keys defined on a closed jaw. The
+    cross term (jaw rotation of the expression displacements) has no counterpart in such a rig: left in
+    the solve's targets it is explained by the wrong keys (mouth keys compensating for the rotated lips), so
+    retargeting onto shape keys transfers the two parts separately."""
+    v0 = np.asarray(result["head_vertices"], dtype=np.float64)[None]
+    jaw = head_lbs(result, frames, expression=False, jaw=True, eyes=False, eyelids=False)
+    rest = head_lbs(result, frames, jaw=False)
+    return (jaw - v0) + (rest - v0)

@@ -22,7 +22,7 @@ from ..contract.events import ProgressCallback
 from ..contract.result import TrackingResult
 from ..errors import InputError, NoFaceError
 from .arkit import ChannelMap, match_arkit_names
-from .deform import face_displacements
+from .deform import face_displacements, face_displacements_linearised
 from .registration import Similarity, closest_points, local_affines, nonrigid_icp, umeyama
 from .solve import SolveConfig, solve_weights
 
@@ -45,6 +45,7 @@ class ShapeKeyTarget:
     key_names: list[str]
     key_deltas: np.ndarray
     name: str = "target"
+    albedo: np.ndarray | None = None   # (N, 3) vertex colours in [0, 1] for automatic landmark detection
 
     def __post_init__(self):
         self.vertices = np.asarray(self.vertices, dtype=np.float64)
@@ -65,6 +66,11 @@ class ShapeKeyTarget:
             raise InputError(f"'{self.name}': {len(self.key_names)} key names for {self.key_deltas.shape[0]} keys")
         if not (np.all(np.isfinite(self.vertices)) and np.all(np.isfinite(self.key_deltas))):
             raise InputError(f"'{self.name}' has NaN/inf coordinates; fix the mesh")
+        if self.albedo is not None:
+            self.albedo = np.asarray(self.albedo, dtype=np.float64)
+            if self.albedo.shape != self.vertices.shape or not np.all(np.isfinite(self.albedo)):
+                raise InputError(f"'{self.name}': vertex colours {self.albedo.shape} do not match its "
+                                 f"{n} vertices; drop them or re-export the mesh")
 
     @property
     def size(self) -> float:
@@ -83,6 +89,7 @@ class Correspondences:
     target_points: np.ndarray
     flame_vertex_index: np.ndarray | None = None   # (L,) when given as FLAME vertex indices
     source: str = "user"
+    landmark_id: np.ndarray | None = None          # (L,) MediaPipe point ids when detected automatically
 
     @classmethod
     def from_vertices(cls, result: TrackingResult, target: ShapeKeyTarget, flame_vertices, target_vertices,
@@ -209,17 +216,21 @@ def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
                         correspondences: Correspondences | None = None, *,
                         registration: Registration | None = None, channels: ChannelMap | None = None,
                         solve: SolveConfig = SolveConfig(), keys: list[str] | None = None,
+                        flame_albedo: np.ndarray | None = None, split_jaw: bool = True,
                         progress: ProgressCallback | None = None) -> ShapeKeyAnimation:
     """Solve the target's shape-key values for every frame of ``result``.
 
     ``keys`` restricts the solve to these key names (default: all keys that move the face). Without
-    ``correspondences``/``registration`` the automatic landmark detection runs."""
+    ``correspondences``/``registration`` the automatic landmark detection runs (:func:`auto_correspondences`;
+    ``flame_albedo`` (V, 3) colours the FLAME head's renders). ``split_jaw`` (default) transfers the jaw's
+    deformation and the closed-jaw expression deformation separately, as a linear shape-key rig composes
+    them (:func:`.deform.face_displacements_linearised`); False transfers FLAME's full posed deformation."""
     channels = channels or ChannelMap()
     if registration is None:
         if correspondences is None:
             if progress:
                 progress("embedding", 0.0, "detecting landmarks on the target")
-            correspondences = auto_correspondences(result, target)
+            correspondences = auto_correspondences(result, target, flame_albedo=flame_albedo, progress=progress)
         if progress:
             progress("fit", 0.1, "registering FLAME onto the target")
         registration = register_target(result, target, correspondences)
@@ -239,8 +250,9 @@ def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
         progress("fit", 0.3, "transferring the FLAME deformation")
     T = result.n_frames
     targets = np.empty((T, len(target.vertices), 3))
+    displacements = face_displacements_linearised if split_jaw else face_displacements
     for s in range(0, T, 128):
-        targets[s:s + 128] = registration.transfer(face_displacements(result, np.arange(s, min(s + 128, T))))
+        targets[s:s + 128] = registration.transfer(displacements(result, np.arange(s, min(s + 128, T))))
     lo, hi = channels.bounds(names)
     if progress:
         progress("fit", 0.5, f"solving {len(names)} keys over {T} frames")
@@ -253,29 +265,58 @@ def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
                              registration=registration)
 
 
-def auto_correspondences(result: TrackingResult, target: ShapeKeyTarget, target_axes: str = "blender") -> Correspondences:
+def auto_correspondences(result: TrackingResult, target: ShapeKeyTarget, target_axes: str = "blender", *,
+                         flame_albedo: np.ndarray | None = None, target_albedo: np.ndarray | None = None,
+                         config=None, progress: ProgressCallback | None = None) -> Correspondences:
     """MediaPipe landmarks self-calibrated on renders of both neutral meshes (``flamecap.embedding``), paired by
     landmark id. ``target_axes``: "blender" (+Z up, −Y front: what the add-on exports) or "flame" (+Y up, +Z
     front). The target is centred and scaled to the FLAME head's size for rendering, the points mapped back.
-    Raises :class:`NoFaceError` when no face is detected on the target."""
-    from ..contract.conventions import blender_to_flame_points, flame_to_blender_points
-    from ..embedding import calibrate_mediapipe_embedding  # heavy: renderer + MediaPipe
 
+    ``flame_albedo`` (V, 3) / ``target_albedo`` (N, 3) in [0, 1]: per-vertex colours for the renders (default:
+    ``target.albedo`` when set, else a uniform skin tone) — heads whose shape alone is not enough for the
+    detector (e.g. the synthetic head) need their colours. ``config``: an
+    :class:`flamecap.embedding.CalibrationConfig` (views, lights). Landmarks kept on only one side are
+    dropped. Raises :class:`NoFaceError` when no face is detected on the target."""
+    from ..contract.conventions import blender_to_flame_points, flame_to_blender_points
+    from ..embedding import CalibrationConfig, calibrate_mediapipe_embedding  # heavy: renderer + MediaPipe
+
+    if target_axes not in ("blender", "flame"):
+        raise InputError(f"target_axes must be 'blender' or 'flame' (got '{target_axes}')")
+    config = config or CalibrationConfig()
     fv = np.asarray(result["head_vertices"], np.float64)
-    flame = calibrate_mediapipe_embedding(fv, np.asarray(result["head_faces"], np.int64)).positions
+    target_albedo = target.albedo if target_albedo is None else target_albedo
+    for what, alb, n in (("FLAME", flame_albedo, len(fv)), ("target", target_albedo, len(target.vertices))):
+        if alb is not None and np.shape(alb) != (n, 3):
+            raise InputError(f"{what} albedo has shape {np.shape(alb)}; expected ({n}, 3) colours in 0..1")
+
+    def sub(lo, hi):
+        if progress is None:
+            return None
+        return lambda stage, frac, msg: progress("embedding", lo + (hi - lo) * frac, msg)
+
+    try:
+        flame = calibrate_mediapipe_embedding(fv, np.asarray(result["head_faces"], np.int64), flame_albedo, config,
+                                              sub(0.0, 0.5)).positions
+    except NoFaceError:
+        raise NoFaceError("no face found on renders of the tracked FLAME head; pass its model's vertex albedo "
+                          "(flame_albedo) or give correspondences by hand") from None
     tv = blender_to_flame_points(target.vertices) if target_axes == "blender" else target.vertices
     c_t = 0.5 * (tv.min(0) + tv.max(0))
     c_f = 0.5 * (fv.min(0) + fv.max(0))
     k = np.linalg.norm(np.ptp(fv, 0)) / max(np.linalg.norm(np.ptp(tv, 0)), 1e-20)
+    up = "+Z up, facing -Y" if target_axes == "blender" else "+Y up, facing +Z"
     try:
-        tp = calibrate_mediapipe_embedding((tv - c_t) * k + c_f, target.faces).positions
+        tp = calibrate_mediapipe_embedding((tv - c_t) * k + c_f, target.faces, target_albedo, config,
+                                           sub(0.5, 1.0)).positions
     except NoFaceError:
         raise NoFaceError(f"no face found on renders of '{target.name}'; it does not look like a face (check "
-                          f"that it faces -Y with +Z up), or give correspondences by hand") from None
+                          f"that it is {up}), or give correspondences by hand") from None
     tp = (tp - c_f) / k + c_t
     tp = flame_to_blender_points(tp) if target_axes == "blender" else tp
     ok = np.all(np.isfinite(flame), 1) & np.all(np.isfinite(tp), 1)
     if ok.sum() < 8:
         raise NoFaceError(f"only {int(ok.sum())} face landmarks found on '{target.name}'; give correspondences "
                           f"by hand (landmark vertices)")
-    return Correspondences(flame_points=flame[ok], target_points=tp[ok], source="auto")
+    log.info("automatic correspondences: %d MediaPipe landmarks on both meshes", int(ok.sum()))
+    return Correspondences(flame_points=flame[ok], target_points=tp[ok], source="auto",
+                           landmark_id=np.nonzero(ok)[0])

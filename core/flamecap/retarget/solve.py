@@ -2,11 +2,12 @@
 
 For frame t with target displacements dₜ (N·3,) and key basis A (N·3, K):
 
-    min Σₜ ‖A wₜ − dₜ‖² + λ_s Σₜ ‖wₜ − wₜ₋₁‖² + λ_r Σₜ ‖wₜ‖²,   lower ≤ wₜ ≤ upper
+    min Σₜ ‖A wₜ − dₜ‖² + Σₜ Σₖ λ_s,ₖ (wₜₖ − wₜ₋₁,ₖ)² + Σₜ Σₖ λ_r,ₖ wₜₖ²,   lower ≤ wₜ ≤ upper
 
 The data term is reduced exactly to K rows per frame (Cholesky of AᵀA + λ_r I), the frames are stacked
 into one sparse banded system and solved by ``scipy.optimize.lsq_linear`` (windows of ``window`` frames
-with overlap for long clips). λ_s and λ_r are relative to the mean diagonal of AᵀA, so they are unitless.
+with overlap for long clips). λ_s and λ_r are per key, relative to that key's own diagonal entry of AᵀA (its squared size), so they
+are unitless and small keys (eyelids) are smoothed as much as large ones (jaw).
 """
 from __future__ import annotations
 
@@ -58,9 +59,12 @@ def solve_weights(basis: np.ndarray, targets: np.ndarray, lower: np.ndarray | fl
     scale = float(np.mean(np.diag(G)))
     if not np.isfinite(scale) or scale <= 0:
         raise InputError("the shape keys do not move any vertex; nothing to solve for")
-    lam_r = config.l2 * scale
-    lam_s = config.smooth * scale
-    Gr = G + lam_r * np.eye(K)
+    # per-key weights: each key is regularised relative to its own size (diag of AᵀA), so a small key
+    # (an eyelid) is smoothed as much as a large one (the jaw), not ~100× more
+    gk = np.maximum(np.diag(G), 1e-12 * scale)
+    lam_r = config.l2 * gk
+    lam_s = config.smooth * gk
+    Gr = G + np.diag(lam_r)
     Lc = np.linalg.cholesky(Gr)                                  # Gr = Lc Lcᵀ
     B = D @ A                                                    # (T, K) = (Aᵀ dₜ)ᵀ
     Y = np.linalg.solve(Lc, B.T).T                               # rows: Lc⁻¹ Aᵀ dₜ
@@ -88,10 +92,10 @@ def solve_weights(basis: np.ndarray, targets: np.ndarray, lower: np.ndarray | fl
     return WeightSolution(weights=W, residual=res)
 
 
-def _solve_window(U: np.ndarray, Y: np.ndarray, lam_s: float, lo, hi, pinned, tol) -> np.ndarray:
+def _solve_window(U: np.ndarray, Y: np.ndarray, lam_s: np.ndarray, lo, hi, pinned, tol) -> np.ndarray:
     n, K = Y.shape
     free = ~pinned
-    if lam_s == 0 or n == 1:
+    if not np.any(lam_s > 0) or n == 1:
         out = np.empty((n, K))
         for t in range(n):
             out[t] = _bounded(U, Y[t], lo, hi, pinned, tol)
@@ -100,7 +104,7 @@ def _solve_window(U: np.ndarray, Y: np.ndarray, lam_s: float, lo, hi, pinned, to
     rhs = [(Y - (U[:, pinned] @ lo[pinned])[None]).reshape(-1)]
     Kf = int(free.sum())
     diff = sp.diags([-np.ones(n - 1), np.ones(n - 1)], [0, 1], shape=(n - 1, n))
-    blocks.append(np.sqrt(lam_s) * sp.kron(diff, sp.eye(Kf)))
+    blocks.append(sp.kron(diff, sp.diags(np.sqrt(lam_s[free]))))
     rhs.append(np.zeros((n - 1) * Kf))
     M = sp.vstack(blocks).tocsr()
     b = np.concatenate(rhs)
