@@ -1,0 +1,103 @@
+"""GRID benchmark: for each clip in ../shared/data/footage/grid, MediaPipe landmarks → fit (fast) and report
+mean reprojection error / inter-ocular distance, jitter (mean |2nd difference| of the projected bound points)
+of the fit vs raw MediaPipe, lag (best shift of the mouth-opening signal), fitter ms/frame, and the
+end-to-end frames/s of `flamecap track` on one clip. Head: FLAME-topology test head (flame_reference).
+
+    python benchmarks/bench_track.py [--clips N] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clips", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quality", default="fast")
+    a = ap.parse_args()
+    import torch
+    torch.set_num_threads(a.threads)
+    from flamecap.contract.model_format import save_model_npz
+    from flamecap.embedding import mediapipe_binding
+    from flamecap.fit import FitConfig, fit_track
+    from flamecap.fit.model import BoundModel, project
+    from flamecap.fit.tracker import Layout
+    from flamecap.flame.synthetic import flame_reference_head
+    from flamecap.landmarks import get_aligner, track_footage
+    from flamecap.video import open_footage
+
+    grid = DATA / "footage" / "grid"
+    if not grid.is_dir():
+        print(f"skip: {grid} not present")
+        return 0
+    model = flame_reference_head(DATA / "flame_reference")
+    binding = mediapipe_binding(model)
+    clips = sorted(grid.glob("*.mpg"))[: a.clips]
+    rows = []
+    aligner = get_aligner("mediapipe")
+    for clip in clips:
+        t0 = time.perf_counter()
+        track = track_footage(open_footage(clip), aligner)
+        t_lmk = time.perf_counter() - t0
+        cfg = FitConfig.preset(a.quality)
+        t0 = time.perf_counter()
+        fit = fit_track(track, binding, model, cfg)
+        t_fit = time.perf_counter() - t0
+        v = fit.valid
+        # projected bound points of the fit
+        bm = BoundModel(model, binding.face_idx, binding.bary, cfg.n_shape, cfg.n_expr, dtype=torch.float64)
+        P = {k: torch.as_tensor(x) for k, x in fit.params.items()}
+        rot15 = torch.cat([P["global_rot"], P["neck_pose"], P["jaw_pose"], P["eye_pose"]], 1)
+        pts = bm.points(torch.as_tensor(fit.shape), P["expr"], rot15, P["transl"], P.get("eyelids"))
+        uv, _ = project(pts, torch.tensor(fit.focal, dtype=torch.float64), *(s / 2 for s in track.image_size))
+        uv = uv.numpy()
+        raw = track.points[:, binding.point_index].astype(np.float64)
+        iod = np.linalg.norm(track.points[:, 33] - track.points[:, 263], axis=-1)
+        err = np.nanmean(np.linalg.norm(uv - raw, axis=-1), axis=1)
+        nme = np.nanmean(err[v] / iod[v])
+        jit_fit = np.nanmean(np.abs(uv[2:] - 2 * uv[1:-1] + uv[:-2]))
+        jit_raw = np.nanmean(np.abs(raw[2:] - 2 * raw[1:-1] + raw[:-2]))
+        # lag: mouth opening (lip points 13/14) fit vs raw, best integer shift
+        sel = [int(np.flatnonzero(binding.point_index == k)[0]) if (binding.point_index == k).any() else None
+               for k in (13, 14)]
+        lag = None
+        if None not in sel:
+            mo_f = uv[:, sel[1], 1] - uv[:, sel[0], 1]
+            mo_r = raw[:, sel[1], 1] - raw[:, sel[0], 1]
+            sc = {s: np.nanmean(np.abs(np.roll(mo_f, s)[3:-3] - mo_r[3:-3])) for s in range(-3, 4)}
+            lag = min(sc, key=sc.get)
+        rows.append((clip.name, track.n_frames, int(v.sum()), nme * 100, jit_fit, jit_raw, lag,
+                     1e3 * t_lmk / track.n_frames, 1e3 * t_fit / track.n_frames, fit.focal, len(binding.face_idx)))
+        print(f"{clip.name:20s} frames {track.n_frames} valid {int(v.sum())} NME {nme*100:.2f}% IOD  jitter fit "
+              f"{jit_fit:.3f} px vs raw {jit_raw:.3f} px  lag {lag}  landmarks {rows[-1][7]:.1f} ms/f  fit "
+              f"{rows[-1][8]:.1f} ms/f  focal {fit.focal:.0f}px  points {rows[-1][10]}", flush=True)
+    r = np.array([x[3:6] + x[7:9] for x in rows], dtype=float)
+    print(f"MEAN over {len(rows)} clips: NME {r[:, 0].mean():.2f}% IOD, jitter fit {r[:, 1].mean():.3f} px vs raw "
+          f"{r[:, 2].mean():.3f} px, landmarks {r[:, 3].mean():.1f} ms/frame, fitter {r[:, 4].mean():.1f} ms/frame, "
+          f"lags {[x[6] for x in rows]}")
+    # end-to-end CLI on one clip
+    with tempfile.TemporaryDirectory() as d:
+        mp = save_model_npz(Path(d) / "head.npz", model)
+        out = Path(d) / "r.npz"
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "flamecap", "track", str(clips[0]), "-o", str(out), "--model", str(mp),
+                        "--progress", "none", "--quality", a.quality], check=True,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": str(a.threads)})
+        dt = time.perf_counter() - t0
+        print(f"end-to-end `flamecap track` {clips[0].name}: {75 / dt:.1f} frames/s ({dt:.2f} s incl. start-up)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""``flamecap track FOOTAGE -o RESULT.npz`` (landmarks → FLAME fit → result), ``flamecap fit LANDMARKS.npz
+-o RESULT.npz`` (fit cached landmarks) and ``flamecap smooth RESULT -o OUT --strength s`` (post-filter)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InputError, NoFaceError
+
+log = logging.getLogger(__name__)
+
+
+def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, help="result .npz to write (atomically)")
+    p.add_argument("--model", default=None, help="FLAME .npz/.pkl path or registered name (default model)")
+    p.add_argument("--quality", default="fast", choices=("fast", "production"))
+    p.add_argument("--identity", default="none", choices=("none", "mica"),
+                   help="identity prior: none, or MICA from the footage (needs its weights)")
+    p.add_argument("--identity-weights", default=None, help="MICA weights (mica.tar); default: installed")
+    p.add_argument("--identity-weight", type=float, default=2.0, help="strength of the identity prior")
+    p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default: estimated)")
+    p.add_argument("--no-temporal", action="store_true", help="unordered images: no temporal smoothing term")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..cli import add_progress_argument
+    p = sub.add_parser("track", help="track a face in footage and fit FLAME → result .npz")
+    p.add_argument("footage", help="video file, image folder, or pattern like frames/%%04d.png")
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--end", type=int, default=None)
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--fps", type=float, default=None, help="frame rate override (image sequences: 25)")
+    p.add_argument("--aligner", default="mediapipe", choices=("mediapipe", "dense", "file"))
+    p.add_argument("--weights", default=None, help="--aligner dense: network weights")
+    p.add_argument("--points", default=None, help="--aligner file: CSV or .npz with the points")
+    p.add_argument("--landmarks-cache", default=None,
+                   help="landmarks .npz: reused when it exists, written after tracking otherwise")
+    _add_fit_arguments(p)
+    add_progress_argument(p)
+    p.set_defaults(handler=cmd_track)
+
+    f = sub.add_parser("fit", help="fit FLAME to a landmarks .npz (from 'flamecap landmarks')")
+    f.add_argument("landmarks")
+    _add_fit_arguments(f)
+    add_progress_argument(f)
+    f.set_defaults(handler=cmd_fit)
+
+    s = sub.add_parser("smooth", help="post-filter a result's per-frame parameters (re-applicable)")
+    s.add_argument("result")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--strength", type=float, default=1.0, help="0 = unchanged, 1 = default, more = smoother")
+    s.add_argument("--method", default="one_euro", choices=("one_euro", "savgol"))
+    add_progress_argument(s)
+    s.set_defaults(handler=cmd_smooth)
+
+
+class _Progress:
+    """Overall progress over weighted stages, to text, JSON lines, or nowhere."""
+
+    def __init__(self, mode: str, spans: dict[str, tuple[float, float]]):
+        self.mode, self.spans = mode, spans
+        self.em = None
+        self._last = -1
+        if mode == "jsonl":
+            from ..contract.events import JsonlEmitter
+            self.em = JsonlEmitter(sys.stdout)
+
+    def emit(self, event: str, **fields) -> None:
+        if self.em:
+            self.em.emit(event, **fields)
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        a, b = self.spans.get(stage, (0.0, 1.0))
+        overall = a + (b - a) * min(max(float(fraction), 0.0), 1.0)
+        if self.em:
+            self.em.progress(stage, overall, message)
+        elif self.mode == "text":
+            step = int(overall * 20)
+            if step != self._last:
+                self._last = step
+                print(f"[{stage}] {overall * 100:5.1f}% {message}", flush=True)
+
+    def sub(self, stage_override: str | None = None):
+        return lambda stage, frac, msg="": self(stage_override or stage, frac, msg)
+
+
+def _load_model(spec):
+    from ..flame.io import load_model
+    return load_model(spec)
+
+
+def _config(args, n_frames: int):
+    from ..fit import FitConfig
+    device = args.device
+    if device == "auto":
+        try:
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            device = "cpu"
+    return FitConfig.preset(args.quality, focal_px=args.focal, temporal=not args.no_temporal,
+                            w_shape_prior=args.identity_weight if args.identity == "mica" else 0.0,
+                            device="cpu")
+
+
+def _binding_for(track, model, aligner_name: str, aligner=None):
+    if aligner is not None:
+        return aligner.binding(model)
+    if track.scheme == "mediapipe478":
+        from ..embedding import mediapipe_binding
+        return mediapipe_binding(model)
+    if track.scheme == "vertices":
+        from ..landmarks.file_aligner import vertex_binding
+        return vertex_binding(model)
+    raise InputError(f"landmarks with scheme '{track.scheme}' have no binding to the head model; run "
+                     f"'flamecap track FOOTAGE --aligner file --points FILE' with 'face_idx'/'bary' in FILE")
+
+
+def _fit_and_write(args, track, model, binding, prog: _Progress, source: dict, aligner_name: str,
+                   shape_prior=None, t0: float | None = None) -> Path:
+    from ..contract.result import save_result
+    from ..fit import build_result, fit_track
+    if not track.valid.any():
+        raise NoFaceError(f"no face found in any of the {track.n_frames} frames; check the footage shows a "
+                          f"face (frontal, not too small) or the --start/--end range")
+    cfg = _config(args, track.n_frames)
+    fit = fit_track(track, binding, model, cfg, shape_prior=shape_prior, progress=prog)
+    prog("write", 0.0, "writing result")
+    result = build_result(fit, track, model, source=source, aligner=aligner_name, quality=args.quality,
+                          identity=args.identity, focal_estimated=args.focal is None)
+    out = save_result(args.output, result)
+    prog("write", 1.0, "done")
+    n_valid = int(fit.valid.sum())
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    prog.emit("done", result=str(Path(out).resolve()), frames=track.n_frames, valid_frames=n_valid,
+              seconds=round(dt, 3))
+    if prog.mode == "text":
+        import numpy as np
+        print(f"{out}: {n_valid}/{track.n_frames} frames fitted, mean error "
+              f"{float(np.nanmean(fit.fit_error_px)):.2f} px, focal {fit.focal:.0f} px, {dt:.1f} s")
+    return out
+
+
+def cmd_track(args) -> int:
+    from ..landmarks import get_aligner, track_footage
+    from ..landmarks.base import LandmarkTrack
+    from ..video import open_footage
+    t0 = time.perf_counter()
+    with_mica = args.identity == "mica"
+    spans = {"load": (0.0, 0.02), "landmarks": (0.02, 0.6), "identity": (0.6, 0.7) if with_mica else (0.6, 0.6),
+             "fit": (0.7 if with_mica else 0.6, 0.85), "refine": (0.85, 0.97), "write": (0.97, 1.0)}
+    prog = _Progress(args.progress, spans)
+    prog.emit("start", command="track", footage=str(args.footage), output=str(args.output))
+    prog("load", 0.0, "loading model")
+    model = _load_model(args.model)        # fail fast, before any tracking
+    footage = open_footage(args.footage, start=args.start, end=args.end, stride=args.stride, fps=args.fps)
+    options = {}
+    if args.aligner == "dense" and args.weights:
+        options["weights"] = args.weights
+    if args.aligner == "file":
+        if not args.points:
+            raise InputError("--aligner file needs --points FILE (CSV or .npz with the 2D points)")
+        options["path"] = args.points
+    aligner = get_aligner(args.aligner, **options)
+    binding = aligner.binding(model)
+    cache = Path(args.landmarks_cache) if args.landmarks_cache else None
+    if cache is not None and cache.is_file():
+        track = LandmarkTrack.load(cache)
+        prog("landmarks", 1.0, f"landmarks from {cache}")
+    else:
+        track = track_footage(footage, aligner, progress=prog)
+        if cache is not None:
+            track.save(cache)
+    if track.n_frames == 0:
+        raise InputError(f"no frames were read from {args.footage}; check the frame range")
+    shape_prior = None
+    if with_mica:
+        from ..identity.mica import estimate_shape_from_footage
+        shape_prior = estimate_shape_from_footage(args.footage, model, args.identity_weights, progress=prog)
+    source = {"path": str(Path(args.footage).resolve()), "kind": footage.kind, "n_frames": track.n_frames,
+              "start": args.start, "end": args.end, "stride": args.stride}
+    _fit_and_write(args, track, model, binding, prog, source, aligner.name, shape_prior, t0)
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from ..landmarks.base import LandmarkTrack
+    t0 = time.perf_counter()
+    spans = {"load": (0.0, 0.05), "identity": (0.05, 0.15), "fit": (0.15, 0.7), "refine": (0.7, 0.97),
+             "write": (0.97, 1.0)}
+    prog = _Progress(args.progress, spans)
+    prog.emit("start", command="fit", landmarks=str(args.landmarks), output=str(args.output))
+    if not Path(args.landmarks).is_file():
+        raise InputError(f"landmarks file not found: {args.landmarks}; create it with 'flamecap landmarks'")
+    track = LandmarkTrack.load(args.landmarks)
+    model = _load_model(args.model)
+    aligner_name = str(track.meta.get("aligner", track.scheme))
+    binding = _binding_for(track, model, aligner_name)
+    shape_prior = None
+    if args.identity == "mica":
+        footage = track.meta.get("footage", {}).get("path") if isinstance(track.meta.get("footage"), dict) else None
+        if not footage:
+            raise InputError("--identity mica needs the footage; the landmarks file does not record it: use "
+                             "'flamecap track FOOTAGE --identity mica'")
+        from ..identity.mica import estimate_shape_from_footage
+        shape_prior = estimate_shape_from_footage(footage, model, args.identity_weights, progress=prog)
+    source = {"path": str(Path(args.landmarks).resolve()), "kind": "landmarks", "n_frames": track.n_frames}
+    _fit_and_write(args, track, model, binding, prog, source, aligner_name, shape_prior, t0)
+    return 0
+
+
+def cmd_smooth(args) -> int:
+    from ..smooth import smooth_file
+    prog = _Progress(args.progress, {"smooth": (0.0, 0.9), "write": (0.9, 1.0)})
+    prog.emit("start", command="smooth", result=str(args.result), output=str(args.output))
+    prog("smooth", 0.0, f"smoothing (strength {args.strength})")
+    out = smooth_file(args.result, args.output, args.strength, args.method)
+    prog("write", 1.0, "done")
+    prog.emit("done", result=str(Path(out).resolve()))
+    if args.progress == "text":
+        print(f"{out}: smoothed (strength {args.strength}, {args.method})")
+    return 0
