@@ -1,0 +1,245 @@
+"""Dense aligner backend: the FlowFace-style network (:mod:`flamecap.dense`) → every head vertex in 2D
+with a per-vertex σ.
+
+Per frame: a square crop around the face (the same rule the training renders were framed with,
+:func:`flamecap.dense.data.crop_box` over the framing vertices), resized to the network's input size,
+run in batches; points and σ are mapped back to full-image pixels.
+
+Where the crop comes from: the previous batch's last valid frame's points (a batch shares that crop);
+a frame whose own points then call for a noticeably different crop (centre moved > 10 % or size
+changed > 15 % of the side) is run again with its own crop. Without previous points (first frame, or
+after a lost face) MediaPipe's face detector gives a first box (or, where it finds nothing, the
+centred square of the frame), refined by ``refine_passes`` re-crops from the network's own points.
+A frame is invalid when the median σ of its framing vertices exceeds ``max_rel_sigma`` × crop side (no
+face, or not one the network knows). ``visible`` is "inside the image" (the network has no occlusion
+output; occlusion shows as large σ, which the fitter's weighting uses).
+
+σ: the Laplace scale b the network predicts, reported as the per-axis standard deviation √2·b px.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..contract.events import ProgressCallback
+from ..contract.model_format import FlameModelData
+from ..errors import InputError, WeightsError
+from .base import Aligner, LandmarkTrack, SurfaceBinding
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS_NAME = "flowface_dense.safetensors"
+NO_WEIGHTS = "dense aligner needs trained weights: train with 'flamecap dense train' or pass --weights FILE"
+
+
+def default_weights_path() -> Path:
+    from .. import paths
+    return paths.home() / "weights" / DEFAULT_WEIGHTS_NAME
+
+
+def vertex_binding(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bind each vertex to the first triangle containing it with a one-hot barycentric. Returns
+    (point_index (R,), face_idx (R,), bary (R, 3)); vertices in no triangle are left out."""
+    f = np.asarray(faces, dtype=np.int64).reshape(-1)
+    verts, first = np.unique(f, return_index=True)
+    keep = verts < n_vertices
+    verts, first = verts[keep], first[keep]
+    bary = np.zeros((len(verts), 3), dtype=np.float32)
+    bary[np.arange(len(verts)), first % 3] = 1.0
+    return verts.astype(np.int64), (first // 3).astype(np.int64), bary
+
+
+def crop_image(rgb: np.ndarray, box: tuple[float, float, float], size: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """Square crop ``box`` = (cx, cy, side) px of ``rgb`` (H, W, 3) resized to size × size (area-filtered
+    when shrinking; outside the frame replicates the border). Returns (crop, scale, offset) with
+    crop_px = scale · image_px + offset (continuous pixel coordinates)."""
+    import cv2
+
+    cx, cy, side = box
+    s = size / max(side, 1e-6)
+    img = rgb
+    pre = 1.0
+    if s < 0.5:  # pre-shrink by an integer factor with area filtering to avoid aliasing
+        k = int(np.floor(0.5 / s)) * 2 if s < 0.25 else 2
+        h, w = rgb.shape[:2]
+        img = cv2.resize(rgb, (max(w // k, 1), max(h // k, 1)), interpolation=cv2.INTER_AREA)
+        pre = img.shape[1] / w
+    s_eff = s / pre
+    off = np.array([size / 2 - s * cx, size / 2 - s * cy])
+    # continuous → index coordinates: dst_i + .5 = s_eff (src_i + .5) + off
+    M = np.array([[s_eff, 0, off[0] + 0.5 * s_eff - 0.5], [0, s_eff, off[1] + 0.5 * s_eff - 0.5]])
+    crop = cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return crop, s, off
+
+
+class DenseAligner(Aligner):
+    """``DenseAligner(weights=None, device="auto", batch_size=8, detector="mediapipe", ...)``.
+
+    ``weights``: a file from ``flamecap dense train|export``; None looks for
+    ``$FLAMECAP_HOME/weights/flowface_dense.safetensors``; neither → :class:`WeightsError`.
+    ``detector``: "mediapipe" (face detector for the first box) or "full" (the centred square of the frame)."""
+
+    name = "dense"
+    scheme = "vertices"
+
+    def __init__(self, weights: str | Path | None = None, device: str | None = "auto", batch_size: int = 8,
+                 detector: str = "mediapipe", refine_passes: int = 2, max_rel_sigma: float = 0.08,
+                 iters: int | None = None, **_ignored):
+        path = Path(weights) if weights else default_weights_path()
+        if not weights and not path.is_file():
+            raise WeightsError(NO_WEIGHTS)
+        if detector not in ("mediapipe", "full"):
+            raise InputError(f"dense aligner: unknown detector '{detector}'; use mediapipe or full")
+        if batch_size < 1:
+            raise InputError("dense aligner: batch size must be >= 1")
+        from ..dense.checkpoint import load_checkpoint
+        from ..dense.train import resolve_device
+
+        self.device = resolve_device(device or "auto")
+        ck = load_checkpoint(path, device=self.device)
+        self.weights_path = path
+        self.net = ck.net
+        self.cfg = ck.config
+        self.vertex_uv = ck.vertex_uv
+        self.topology_hash = ck.topology_hash
+        self.frame_idx = ck.frame_vertices if ck.frame_vertices is not None else np.arange(len(ck.vertex_uv))
+        self.margin = float(ck.train_config.get("synth", {}).get("margin", 1.5))
+        self.batch_size = int(batch_size)
+        self.detector = detector
+        self.refine_passes = int(refine_passes)
+        self.max_rel_sigma = float(max_rel_sigma)
+        self.iters = iters
+        self._fd = None
+        import torch
+        self._uv = torch.as_tensor(self.vertex_uv, device=self.device)
+
+    # -- network on crops ---------------------------------------------------------------------------
+    def run_crops(self, frames: list[np.ndarray], boxes: list[tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network on ``frames`` (RGB uint8) at ``boxes`` → points (N, V, 2), σ (N, V) in image px."""
+        import torch
+
+        S = self.cfg.image_size
+        crops, scales, offs = [], [], []
+        for rgb, box in zip(frames, boxes):
+            c, s, o = crop_image(rgb, box, S)
+            crops.append(c)
+            scales.append(s)
+            offs.append(o)
+        x = torch.from_numpy(np.stack(crops)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        with torch.no_grad():
+            out = self.net(x, self._uv, iters=self.iters).final
+        pts = out.points.double().cpu().numpy()
+        sig = out.sigma.double().cpu().numpy()
+        sc = np.asarray(scales)[:, None]
+        pts = (pts - np.asarray(offs)[:, None, :]) / sc[..., None]
+        return pts.astype(np.float32), (sig / sc).astype(np.float32)
+
+    def _box(self, pts: np.ndarray) -> tuple[float, float, float]:
+        from ..dense.data import crop_box
+        return crop_box(pts[self.frame_idx], self.margin)
+
+    def _detect(self, rgb: np.ndarray) -> tuple[float, float, float]:
+        h, w = rgb.shape[:2]
+        full = (w / 2, h / 2, float(min(w, h)))
+        if self.detector == "full":
+            return full
+        if self._fd is None:
+            import mediapipe as mp
+            self._fd = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        res = self._fd.process(np.ascontiguousarray(rgb))
+        if not res.detections:
+            return full
+        best = max(res.detections, key=lambda d: d.location_data.relative_bounding_box.width
+                   * d.location_data.relative_bounding_box.height)
+        bb = best.location_data.relative_bounding_box
+        cx, cy = (bb.xmin + bb.width / 2) * w, (bb.ymin + bb.height / 2) * h
+        # the detector's box spans brows to mouth; the face region is ~1.3× that, shifted up a little
+        side = max(bb.width * w, bb.height * h) * 1.3 * self.margin
+        return cx, cy - 0.08 * side, side
+
+    def _valid(self, pts: np.ndarray, sig: np.ndarray, box) -> bool:
+        return bool(np.all(np.isfinite(pts)) and np.median(sig[self.frame_idx]) <= self.max_rel_sigma * box[2])
+
+    @staticmethod
+    def _drifted(a, b) -> bool:
+        return (np.hypot(a[0] - b[0], a[1] - b[1]) > 0.10 * a[2]) or abs(np.log(b[2] / a[2])) > np.log(1.15)
+
+    # -- Aligner ------------------------------------------------------------------------------------
+    def track(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int], fps: float,
+              progress: ProgressCallback | None = None, n_frames: int | None = None) -> LandmarkTrack:
+        V = len(self.vertex_uv)
+        P, S, OK, FI, TS = [], [], [], [], []
+        last_box = None
+        t0 = time.monotonic()
+        batch: list[tuple[int, float, np.ndarray]] = []
+
+        def flush():
+            nonlocal last_box
+            if not batch:
+                return
+            imgs = [b[2] for b in batch]
+            if last_box is None:  # start from a detection and refine on the first frame
+                box = self._detect(imgs[0])
+                for _ in range(max(self.refine_passes, 1)):
+                    p, s = self.run_crops(imgs[:1], [box])
+                    box = self._box(p[0])
+                boxes = [box] * len(imgs)
+            else:
+                boxes = [last_box] * len(imgs)
+            pts, sig = self.run_crops(imgs, boxes)
+            own = [self._box(p) for p in pts]
+            redo = [i for i in range(len(imgs)) if self._drifted(boxes[i], own[i])]
+            if redo:
+                p2, s2 = self.run_crops([imgs[i] for i in redo], [own[i] for i in redo])
+                for j, i in enumerate(redo):
+                    pts[i], sig[i], boxes[i] = p2[j], s2[j], own[i]
+            for i, (fi, ts, _) in enumerate(batch):
+                ok = self._valid(pts[i], sig[i], boxes[i])
+                P.append(pts[i] if ok else np.full((V, 2), np.nan, np.float32))
+                S.append(sig[i] if ok else np.full(V, np.nan, np.float32))
+                OK.append(ok)
+                FI.append(fi)
+                TS.append(ts)
+                last_box = self._box(pts[i]) if ok else None
+            batch.clear()
+            if progress is not None:
+                done = len(OK)
+                frac = done / n_frames if n_frames else 0.0
+                progress("landmarks", min(frac, 1.0), f"dense: {done} frames ({done / max(time.monotonic() - t0, 1e-6):.1f} fps)")
+
+        for item in frames:
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                flush()
+        flush()
+        if self._fd is not None:
+            self._fd.close()
+            self._fd = None
+        w, h = (int(x) for x in image_size)
+        T = len(OK)
+        points = np.stack(P) if T else np.zeros((0, V, 2), np.float32)
+        sigma = np.stack(S) if T else np.zeros((0, V), np.float32)
+        valid = np.asarray(OK, dtype=bool)
+        inside = (points[..., 0] >= 0) & (points[..., 0] < w) & (points[..., 1] >= 0) & (points[..., 1] < h)
+        visible = inside & valid[:, None]
+        log.info("dense aligner: %d frames, %d valid, %.1f s", T, int(valid.sum()), time.monotonic() - t0)
+        return LandmarkTrack(points=points, sigma=sigma, valid=valid, visible=visible,
+                             frame_index=np.asarray(FI, dtype=np.int64), time_s=np.asarray(TS, dtype=np.float64),
+                             image_size=(w, h), fps=float(fps), scheme=self.scheme,
+                             meta={"aligner": self.name, "weights": str(self.weights_path),
+                                   "encoder": self.cfg.encoder, "topology_hash": self.topology_hash,
+                                   "sigma": "per-axis std of a Laplace, sqrt(2)*b, px"})
+
+    def binding(self, model: FlameModelData) -> SurfaceBinding:
+        V = len(self.vertex_uv)
+        if model.n_vertices != V or (self.topology_hash and model.topology != self.topology_hash):
+            raise WeightsError(f"dense weights {self.weights_path.name} were trained for another head topology "
+                               f"({V} vertices, {self.topology_hash}); this model has {model.n_vertices} "
+                               f"vertices ({model.topology}): train weights for it with 'flamecap dense train'")
+        idx, face, bary = vertex_binding(model.faces, V)
+        return SurfaceBinding(point_index=idx, face_idx=face, bary=bary, topology_hash=model.topology,
+                              source="vertices")
