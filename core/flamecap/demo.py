@@ -1,0 +1,206 @@
+"""``flamecap demo``: the whole pipeline on a fresh machine, with no FLAME file and no network.
+
+1. Render a short clip of FlameCap's own synthetic head (:func:`flamecap.flame.synthetic.make_synthetic_model`)
+   with :mod:`flamecap.synth` (talking jaw, expressions, blinks, head turns): ``footage/clip.mp4`` and the ground
+   truth ``footage/gt.npz``.
+2. Track it: MediaPipe landmarks, then FlameCap's fitter at ``fast`` quality → ``result.npz``.
+3. Blender part in a headless-bpy subprocess (as ``flamecap export``): import the result (head, rig, animation,
+   camera with the footage as its background) → ``scene.blend``, and the animated head → ``head.fbx``. Without
+   bpy the result is still written and the Blender part is reported as skipped.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .contract.events import ProgressCallback
+from .errors import FlameCapError, InputError, NoFaceError
+
+log = logging.getLogger(__name__)
+
+# exit code of the Blender script when the Python has no bpy (shared with ``flamecap export``)
+from .commands.export import NO_BPY_EXIT  # noqa: E402
+
+_BLEND_SCRIPT = r"""
+import os, sys
+addon_parent, result, blend, fbx = sys.argv[1:5]
+try:
+    import bpy
+except ImportError as exc:
+    print(f"error: no bpy in this Python ({exc})", file=sys.stderr)
+    sys.exit(%d)
+sys.path.insert(0, addon_parent)
+from blender_addon import export_fbx, scene
+bpy.ops.wm.read_factory_settings(use_empty=True)
+try:
+    imp = scene.import_result(result, scene.ImportOptions(name="demo", camera=True, background=True))
+except scene.ResultImportError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)
+tmp = os.path.join(os.path.dirname(blend), ".scene.tmp.blend")
+bpy.ops.wm.save_as_mainfile(filepath=tmp, copy=True, compress=True)
+os.replace(tmp, blend)
+try:
+    s = export_fbx.export_fbx(fbx, [imp.rig, imp.camera], preset="blender")
+except export_fbx.FbxExportError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)
+bg = imp.camera.data.background_images[0].clip.name if imp.camera.data.background_images else ""
+print("DEMO", imp.mesh.name, len(imp.mesh.data.vertices), len(imp.mesh.data.shape_keys.key_blocks),
+      s["frame_start"], s["frame_end"], bg or "-")
+""" % NO_BPY_EXIT
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Clip size of the demo (the defaults take about a minute on a laptop CPU)."""
+
+    n_frames: int = 50
+    width: int = 480
+    height: int = 360
+    fps: float = 25.0
+    yaw_max_deg: float = 30.0
+    seed: int = 0
+    quality: str = "fast"
+
+    def __post_init__(self):
+        if not 3 <= self.n_frames <= 2000:
+            raise InputError(f"--frames must be within 3..2000, got {self.n_frames}")
+        if self.quality not in ("fast", "production"):
+            raise InputError(f"--quality must be fast or production, got {self.quality}")
+
+
+@dataclass
+class DemoOutcome:
+    """What the demo wrote. blend / fbx are None when the Blender part was skipped (``blender_note`` says why)."""
+
+    out_dir: Path
+    footage: Path
+    ground_truth: Path
+    result: Path
+    blend: Path | None
+    fbx: Path | None
+    n_frames: int
+    valid_frames: int
+    mean_fit_error_px: float
+    seconds: float
+    blender_note: str = ""
+    blender_info: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f"demo: {self.valid_frames}/{self.n_frames} frames tracked, mean fit error "
+                f"{self.mean_fit_error_px:.2f} px, {self.seconds:.1f} s")
+
+
+def run_blender_part(result: Path, blend: Path, fbx: Path, python: str = "", addon_dir: str = "",
+                     timeout_s: float = 900) -> dict:
+    """Build ``scene.blend`` and ``head.fbx`` from ``result`` in a headless-bpy subprocess. Raises
+    :class:`InputError` when that Python has no bpy, :class:`FlameCapError` when Blender fails."""
+    from .commands.export import _addon_parent
+    exe = python or sys.executable
+    argv = [exe, "-c", _BLEND_SCRIPT, str(_addon_parent(addon_dir)), str(result.resolve()), str(blend.resolve()),
+            str(fbx.resolve())]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    except FileNotFoundError:
+        raise InputError(f"Python not found: {exe}; pass --blender-python PATH (a Python with bpy)") from None
+    except subprocess.TimeoutExpired:
+        raise FlameCapError(f"Blender did not finish the demo scene within {timeout_s:.0f} s") from None
+    if proc.returncode == NO_BPY_EXIT:
+        raise InputError(f"no bpy (headless Blender) in {exe}")
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("DEMO ")), None)
+    if proc.returncode != 0 or line is None:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        err = next((ln for ln in reversed(lines) if ln.startswith("error: ")), lines[-1] if lines else "no output")
+        raise FlameCapError(f"the Blender part of the demo failed: {err.removeprefix('error: ')}")
+    _, mesh, n_verts, n_keys, f0, f1, clip = line.split(maxsplit=6)
+    return {"mesh": mesh, "vertices": int(n_verts), "shape_keys": int(n_keys), "frame_start": int(f0),
+            "frame_end": int(f1), "background_clip": None if clip == "-" else clip}
+
+
+def track_video(video: Path, model, quality: str, progress: ProgressCallback | None = None):
+    """MediaPipe landmarks + FlameCap's fitter on ``video`` → :class:`~flamecap.contract.result.TrackingResult`
+    (not yet saved)."""
+    from .embedding import mediapipe_binding
+    from .fit.config import FitConfig
+    from .fit.tracker import fit_track
+    from .landmarks import get_aligner, track_footage
+    from .video import open_footage
+    footage = open_footage(Path(video).resolve())  # the result names it; Blender loads it as the background
+    track = track_footage(footage, get_aligner("mediapipe"), progress=progress)
+    if not track.valid.any():
+        raise NoFaceError(f"MediaPipe found no face in {video}; the demo head was not detected")
+    binding = mediapipe_binding(model, progress=progress)
+    fo = fit_track(track, binding, model, config=FitConfig.preset(quality), progress=progress)
+    return result_from_fit(fo, track, model, quality)
+
+
+def result_from_fit(fo, track, model, quality: str):
+    """A result file's content from a fitter output (:class:`flamecap.fit.tracker.FitOutput`) and its track."""
+    from .contract.conventions import DEFAULT_CAM_R, DEFAULT_CAM_T
+    from .contract.result import TrackingResult, default_meta
+    from .flame.head import head_arrays
+    n_expr = int(np.asarray(fo.params["expr"]).shape[1])
+    arrays = {k: np.asarray(v, np.float32) for k, v in fo.params.items()}
+    arrays.update(valid=np.asarray(fo.valid, bool), fit_error_px=np.asarray(fo.fit_error_px, np.float32),
+                  time_s=np.asarray(track.time_s, np.float64), frame_index=np.asarray(track.frame_index, np.int64),
+                  shape=np.asarray(fo.shape, np.float32), K=np.asarray(fo.K, np.float64), cam_R=DEFAULT_CAM_R.copy(),
+                  cam_t=DEFAULT_CAM_T.copy(), image_size=np.asarray(track.image_size, np.int64),
+                  **head_arrays(model, fo.shape, n_expr))
+    meta = default_meta(track.fps, track.meta.get("footage", {}),
+                        {"release": model.release, "topology_hash": model.topology, "n_vertices": model.n_vertices},
+                        quality=quality, aligner=track.meta.get("aligner", "mediapipe"), n_points=int(fo.n_points))
+    return TrackingResult(arrays=arrays, meta=meta)
+
+
+def run_demo(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), blender: bool = True,
+             blender_python: str = "", addon_dir: str = "", progress: ProgressCallback | None = None) -> DemoOutcome:
+    """Render, track and build the Blender scene into ``out_dir`` (see the module docstring)."""
+    from .contract.result import save_result
+    from .flame.synthetic import make_synthetic_model
+    from .synth import SynthConfig, render_clip
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder; choose another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    prog = progress or (lambda *a: None)
+    prog("demo", 0.0, "building FlameCap's synthetic head")
+    model = make_synthetic_model()
+    prog("demo", 0.05, f"rendering {cfg.n_frames} frames")
+    gt = render_clip(model, out / "footage", SynthConfig(n_frames=cfg.n_frames, fps=cfg.fps, width=cfg.width,
+                                                         height=cfg.height, yaw_max_deg=cfg.yaw_max_deg,
+                                                         seed=cfg.seed), progress=progress)
+    video = out / "footage" / "clip.mp4"
+    prog("demo", 0.4, f"tracking ({cfg.quality})")
+    res = track_video(video, model, cfg.quality, progress=progress)
+    result = save_result(out / "result.npz", res)
+    valid = np.asarray(res["valid"], bool)
+    fe = np.asarray(res["fit_error_px"], float)
+    mean_err = float(np.nanmean(fe[valid])) if valid.any() else float("nan")
+    blend = fbx = None
+    note, info = "", {}
+    if blender:
+        prog("demo", 0.8, "building scene.blend and head.fbx in headless Blender")
+        try:
+            info = run_blender_part(result, out / "scene.blend", out / "head.fbx", blender_python, addon_dir)
+            blend, fbx = out / "scene.blend", out / "head.fbx"
+        except InputError as exc:
+            if "no bpy" not in str(exc):
+                raise
+            note = (f"bpy (headless Blender) is not installed here, so scene.blend and head.fbx were skipped; "
+                    f"'pip install -e .[dev]' (bpy 5.0.1) or pass --blender-python, then import {result} in "
+                    f"Blender")
+    else:
+        note = "Blender part skipped (--no-blender)"
+    prog("demo", 1.0, "done")
+    return DemoOutcome(out_dir=out, footage=video, ground_truth=Path(gt), result=Path(result), blend=blend, fbx=fbx,
+                       n_frames=int(valid.shape[0]), valid_frames=int(valid.sum()), mean_fit_error_px=mean_err,
+                       seconds=time.perf_counter() - t0, blender_note=note, blender_info=info)
