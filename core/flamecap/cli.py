@@ -15,8 +15,26 @@ COMMAND_MODULES = ("info", "models", "landmarks", "track", "identity", "dense", 
                    "synth", "bench", "demo")
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """Usage errors as one line, ``error: <prog>: <message>; see '<prog> --help'``, exit 2 (subparsers
+    inherit the class), and as a JSON ``error`` event on stdout when ``--progress jsonl`` was asked for."""
+
+    def error(self, message: str):  # type: ignore[override]
+        text = " ".join(f"{self.prog}: {message}; see '{self.prog} --help'".split())
+        _report_error(text, 2, _jsonl_requested(sys.argv[1:] if _ARGV is None else _ARGV))
+        self.exit(2)
+
+
+_ARGV: list[str] | None = None
+
+
+def _jsonl_requested(argv: list[str]) -> bool:
+    return any(a == "--progress=jsonl" for a in argv) or any(
+        a == "--progress" and b == "jsonl" for a, b in zip(argv, argv[1:]))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flamecap", description="Facial performance capture for Blender.")
+    parser = _ArgumentParser(prog="flamecap", description="Facial performance capture for Blender.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -37,6 +55,8 @@ def add_progress_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -53,9 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         _report_error("out of memory; use a shorter frame range or --quality fast", 9, jsonl)
         return 9
+    except OSError as exc:  # a file problem no command turned into a FlameCapError: still one line
+        logging.getLogger("flamecap").debug("file error", exc_info=True)
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        _report_error(f"{exc.strerror or exc}{where}; check the path exists, is the right kind (file or "
+                      f"folder) and that you may read/write it", 2, jsonl)
+        return 2
+    except Exception as exc:  # a bug: one line for the user (and the add-on), the traceback with -v
+        logging.getLogger("flamecap").debug("internal error", exc_info=True)
+        _report_error(f"internal error ({type(exc).__name__}: {exc}); re-run with -v for the traceback "
+                      f"and please report it", 1, jsonl)
+        return 1
 
 
 def _report_error(message: str, code: int, jsonl: bool) -> None:
+    message = " ".join(str(message).split())  # always one line
     if jsonl:
         from .contract.events import encode_event
         print(encode_event("error", message=message, code=code), flush=True)

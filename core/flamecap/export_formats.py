@@ -17,14 +17,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .contract.conventions import axis_angle_to_matrix
-from .contract.npzio import write_npz_atomic
+from .contract.npzio import atomic_output, write_npz_atomic
 from .contract.result import PER_FRAME_PARAMS, TrackingResult
 from .errors import InputError
 from .retarget.arkit import ARKIT_NAMES, canonical_arkit_name
@@ -36,22 +35,12 @@ LLF_HEADER = ("Timecode", "BlendShapeCount") + LLF_SHAPES + LLF_ROTATIONS
 
 
 def _write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return Path(path)
 
 
 def timecode(seconds: float, fps: float) -> str:

@@ -117,7 +117,8 @@ def render_clip(model: FlameModelData, out_dir: str | os.PathLike, cfg: SynthCon
     from .render import project, rasterize, render_rgb, vertex_visibility
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .contract.npzio import check_output_path
+    check_output_path(out_dir / "gt.npz", what="synth output")  # a folder we can write, made if missing
     params = motion_sequence(model, cfg)
     layer = FlameLayer(model)
     with torch.no_grad():
@@ -145,6 +146,10 @@ def render_clip(model: FlameModelData, out_dir: str | os.PathLike, cfg: SynthCon
             writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             if progress:
                 progress("render", (i + 1) / T, f"frame {i + 1}/{T}")
+    except BaseException:
+        writer.release()
+        video_tmp.unlink(missing_ok=True)  # no partial clip left behind
+        raise
     finally:
         writer.release()
     os.replace(video_tmp, out_dir / "clip.mp4")

@@ -101,6 +101,11 @@ def cmd_export(args) -> int:
     if not any((args.fbx, args.params_npz, args.params_json, args.livelink_csv)):
         raise InputError("nothing to export; give --fbx, --params-npz, --params-json or --livelink-csv")
     res = load_result(args.result)
+    from ..contract.npzio import check_output_path
+    for flag, out in (("--fbx", args.fbx), ("--params-npz", args.params_npz), ("--params-json", args.params_json),
+                      ("--livelink-csv", args.livelink_csv)):
+        if out is not None:  # every destination checked before anything is written
+            check_output_path(out, what=flag)
     take = None
     if args.livelink_csv:  # check everything before writing anything
         if not args.anim:

@@ -59,9 +59,13 @@ def _progress(args):
 def cmd_landmarks(args) -> int:
     from ..landmarks import get_aligner, track_footage
     from ..video import open_footage
+    from ..contract.npzio import check_output_path
     em, prog = _progress(args)
     if em:
         em.emit("start", command="landmarks", footage=str(args.footage))
+    check_output_path(args.output, what="landmarks output")  # fail before tracking, not after
+    if args.face_index is not None and args.face_index < 0:
+        raise InputError(f"--face-index must be >= 0 (0 = the leftmost face), got {args.face_index}")
     footage = open_footage(args.footage, start=args.start, end=args.end, stride=args.stride, fps=args.fps)
     options = {}
     if args.aligner == "mediapipe":

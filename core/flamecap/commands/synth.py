@@ -61,7 +61,9 @@ def cmd_synth(args) -> int:
 
     from ..contract.events import JsonlEmitter
     from ..synth import SynthConfig, render_clip
+    from ..contract.npzio import check_output_path
     w, h = parse_size(args.size)
+    check_output_path(Path(args.out) / "gt.npz", what="synth output")  # before building/rendering anything
     cfg = SynthConfig(n_frames=args.frames, fps=args.fps, width=w, height=h, yaw_max_deg=args.yaw, seed=args.seed)
     model = resolve_head_model(args.model)
     emitter = JsonlEmitter(sys.stdout) if args.progress == "jsonl" else None

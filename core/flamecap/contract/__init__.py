@@ -6,10 +6,10 @@ from .conventions import (
     blender_camera_intrinsics, blender_camera_matrix_world, blender_to_flame_points,
     flame_to_blender_points, intrinsics_from_fov, matrix_to_axis_angle, project_points,
 )
-from .errors import ContractError
+from .errors import ContractError, OutputPathError
 from .events import PROTOCOL_VERSION, JsonlEmitter, encode_event, iter_events, make_event, parse_event
 from .model_format import FlameModelData, load_model_npz, model_meta, save_model_npz, topology_hash, validate_model
-from .npzio import atomic_output, read_npz, write_npz_atomic
+from .npzio import atomic_output, check_output_path, read_npz, write_npz_atomic
 from .result import (
     JOINT_NAMES, PER_FRAME_PARAMS, RESULT_VERSION, TrackingResult, default_meta, load_result, save_result,
     validate,

@@ -9,3 +9,10 @@ class ContractError(ValueError):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class OutputPathError(ContractError, OSError):
+    """An output file cannot be written where asked (the path is a folder, a parent is a file, the folder is
+    not writable, the disk is full). Nothing is written and an existing file there is left untouched."""
+
+    exit_code = 2

@@ -116,11 +116,19 @@ def _kind_ok(arr: np.ndarray, kind: str) -> bool:
 def validate(arrays: dict[str, np.ndarray], meta: dict, where: str = "result") -> None:
     """Check every field against :data:`SCHEMA` and the metadata; raise :class:`ContractError` naming the
     field with expected vs actual."""
+    fmt = meta.get("format")
+    if fmt is not None and fmt != RESULT_FORMAT:  # a model / landmarks / other file given as a result
+        raise ContractError(f"{where}: this is a '{fmt}' file, not a tracking result ('{RESULT_FORMAT}'); "
+                            f"give a result .npz written by 'flamecap track' or 'flamecap fit'")
     for key in REQUIRED_META:
         if key not in meta:
             raise ContractError(f"{where}: metadata field '{key}' is missing")
     if meta["format"] != RESULT_FORMAT:
         raise ContractError(f"{where}: format is '{meta['format']}', expected '{RESULT_FORMAT}'")
+    if not isinstance(meta["version"], int) or isinstance(meta["version"], bool):
+        raise ContractError(f"{where}: version {meta['version']!r} is not an integer")
+    if not isinstance(meta["fps"], (int, float)) or isinstance(meta["fps"], bool):
+        raise ContractError(f"{where}: fps {meta['fps']!r} is not a number")
     if int(meta["version"]) > RESULT_VERSION:
         raise ContractError(f"{where}: version {meta['version']} is newer than this FlameCap reads "
                             f"({RESULT_VERSION}); update FlameCap")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
-from ..contract.errors import ContractError
+from ..contract.errors import ContractError, OutputPathError
 from ..contract.model_format import FlameModelData, load_model_npz, save_model_npz
 from ..errors import ModelError
 from .pkl import describe_magic, load_flame_pkl
@@ -71,6 +71,8 @@ def convert_pkl_to_npz(pkl: str | os.PathLike, out: str | os.PathLike, n_shape: 
     model = load_flame_pkl(pkl, n_shape=n_shape, n_expr=n_expr)
     try:
         return save_model_npz(out, model)
+    except OutputPathError:  # where it goes, not what the model is: keep the output-path error (exit 2)
+        raise
     except ContractError as exc:
         raise ModelError(str(exc)) from None
 
@@ -177,6 +179,8 @@ def add_model_file(path: str | os.PathLike, name: str | None = None, make_defaul
             model.meta["name"] = model_name
             try:
                 save_model_npz(out, model)
+            except OutputPathError:
+                raise
             except ContractError as exc:
                 raise ModelError(str(exc)) from None
             written.append(out)

@@ -100,7 +100,13 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's text is long and ends by suggesting weights_only=False; keep only the unpickler's reason
+        text = str(exc)
+        tail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+        first = next((ln.strip() for ln in tail.splitlines() if ln.strip()), type(exc).__name__)
+        if "Unsupported global" not in first:
+            raise WeightsError(f"{path} is not a readable torch weights file ({first}); use the original "
+                               f"mica.tar / backbone.pth, or download it again") from None
         raise WeightsError(f"{path} holds objects other than plain weights ({first}); refusing to unpickle "
                            f"it: use the original mica.tar / backbone.pth") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:

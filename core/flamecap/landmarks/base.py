@@ -74,17 +74,45 @@ class LandmarkTrack:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LandmarkTrack":
+        if Path(path).suffix.lower() in (".csv", ".txt"):
+            raise InputError(f"{path} is a CSV; a landmarks file is the .npz from 'flamecap landmarks'; use CSV "
+                             f"points with 'flamecap track FOOTAGE --aligner file --points {Path(path).name}'")
         arrays, meta = read_npz(path, what="landmarks file")
         if meta.get("format") != LANDMARKS_FORMAT:
             raise InputError(f"{path} is not a FlameCap landmarks file (format '{meta.get('format')}'); "
                              f"create one with 'flamecap landmarks FOOTAGE -o {Path(path).name}'")
+        if not isinstance(meta.get("version"), int) or meta["version"] > LANDMARKS_VERSION:
+            raise InputError(f"landmarks file {path} has format version {meta.get('version')!r}; this FlameCap "
+                             f"reads version {LANDMARKS_VERSION} (update FlameCap, or re-create the file)")
         for key in ("points", "sigma", "valid", "visible", "frame_index", "time_s", "image_size"):
             if key not in arrays:
                 raise InputError(f"landmarks file {path} lacks '{key}'; re-create it with 'flamecap landmarks'")
+        if arrays["points"].ndim != 3:
+            raise InputError(f"landmarks file {path}: 'points' has shape {arrays['points'].shape}, expected "
+                             f"(T, K, 2); re-create it with 'flamecap landmarks'")
         T, K = arrays["points"].shape[:2]
-        if arrays["points"].shape != (T, K, 2) or arrays["sigma"].shape != (T, K) or arrays["valid"].shape != (T,):
-            raise InputError(f"landmarks file {path} has inconsistent shapes; re-create it with 'flamecap landmarks'")
+        want = {"points": (T, K, 2), "sigma": (T, K), "valid": (T,), "visible": (T, K), "frame_index": (T,),
+                "time_s": (T,), "image_size": (2,)}
+        for key, shape in want.items():
+            if arrays[key].shape != shape:
+                raise InputError(f"landmarks file {path} has inconsistent shapes ('{key}' is "
+                                 f"{arrays[key].shape}, expected {shape}); re-create it with 'flamecap landmarks'")
+            if arrays[key].dtype.kind not in "biuf":
+                raise InputError(f"landmarks file {path}: '{key}' has dtype {arrays[key].dtype}, expected numbers")
+        if "fps" not in meta or "scheme" not in meta:
+            raise InputError(f"landmarks file {path} lacks its 'fps'/'scheme' metadata; re-create it with "
+                             f"'flamecap landmarks'")
+        try:
+            fps = float(meta["fps"])
+        except (TypeError, ValueError):
+            fps = float("nan")
+        if not (np.isfinite(fps) and fps > 0):
+            raise InputError(f"landmarks file {path}: fps {meta['fps']!r} is not a positive number")
         w, h = (int(x) for x in arrays["image_size"])
+        if w <= 0 or h <= 0:
+            raise InputError(f"landmarks file {path}: image size {w}x{h} is not positive")
+        if not np.all(np.isfinite(arrays["time_s"])):
+            raise InputError(f"landmarks file {path}: 'time_s' has NaN or infinite values")
         return cls(points=arrays["points"], sigma=arrays["sigma"], valid=arrays["valid"].astype(bool),
                    visible=arrays["visible"].astype(bool), frame_index=arrays["frame_index"],
                    time_s=arrays["time_s"], image_size=(w, h), fps=float(meta["fps"]),
