@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..contract.npzio import atomic_output
 from ..errors import WeightsError
 from .model import DenseNetConfig, FlowFaceNet
 
@@ -74,18 +74,8 @@ def save_checkpoint(path: str | os.PathLike, net: FlowFaceNet, vertex_uv: np.nda
                 else:
                     plain[f"{idx}.{key}"] = val
         meta["optim"] = json.dumps({"param_groups": sd["param_groups"], "plain": plain})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .. import paths
+from ..contract.npzio import atomic_output
 from ..errors import ModelError
 
 REGISTRY_VERSION = 1
@@ -155,21 +155,9 @@ class Registry:
         return cls(entries, root)
 
     def save(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         payload = {"version": REGISTRY_VERSION, "models": [asdict(e) for e in self.entries]}
-        fd, tmp = tempfile.mkstemp(prefix=f".{REGISTRY_FILE}.", suffix=".tmp", dir=str(self.root))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_output(self.path) as tmp:
+            tmp.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
         return self.path
 
     def names(self) -> list[str]:

@@ -20,12 +20,12 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .. import paths
+from ..contract.npzio import atomic_output
 from ..errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -218,18 +218,8 @@ def save_mica_checkpoint(path: str | os.PathLike, net, extra: Mapping[str, Any] 
                "flameModel": {MAPPING_PREFIX + k: v.detach().cpu() for k, v in net.mapping.state_dict().items()},
                **extra}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
@@ -248,16 +238,6 @@ def install_weights(src: str | os.PathLike, dest: str | os.PathLike | None = Non
                            f"'add-weights' needs a full MICA checkpoint (mica.tar)")
     load_weights_into(build_mica(), w)  # shape check against the real r100 architecture
     dest = Path(dest) if dest else default_weights_path()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=str(dest.parent))
-    os.close(fd)
-    try:
+    with atomic_output(dest) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return dest, sha256_file(dest)
