@@ -10,12 +10,13 @@ from flamecap.contract.conventions import axis_angle_to_matrix
 from flamecap.errors import FitError, InputError
 from flamecap.fit import FitConfig, build_result, fit_track
 from flamecap.fit.model import BoundModel
-from flamecap.fit.synthetic import make_clip, make_fallback_model, sample_binding
+from flamecap.fit.synthetic import make_clip, sample_binding
+from flamecap.flame.synthetic import make_synthetic_model
 
 
 @pytest.fixture(scope="module")
 def small_model():
-    return make_fallback_model(n_shape=20, n_expr=12)
+    return make_synthetic_model(n_shape=20, n_expr=12, subdivisions=3)
 
 
 def _rand_params(rng, T, S, E, scale=0.2):
@@ -57,6 +58,33 @@ def test_analytic_jacobians_match_autodiff(small_model):
     assert torch.allclose(J["d_shape"], js, atol=1e-10)
     je = jacobian(lambda e: bm.points(shape, e, rot, tr, lids), expr)
     assert torch.allclose(J["d_expr"], torch.stack([je[t, :, :, t] for t in range(2)]), atol=1e-10)
+
+
+def test_fused_projected_jacobians_match(small_model):
+    """The fitter's fused path (linearize_projected, subset models) equals projection ∘ reference Jacobians."""
+    from flamecap.fit.model import project
+    b = sample_binding(small_model, 40, seed=4)
+    bm = BoundModel(small_model, b.face_idx, b.bary, 20, 12, dtype=torch.float64)
+    shape, expr, rot, tr, lids = _rand_params(np.random.default_rng(1), 3, 20, 12, scale=0.3)
+    tr[:, 2] -= 0.6
+    cols = [(0, 0), (0, 1), (0, 2), (2, 0), (2, 1), (2, 2), (1, 0), (1, 1), (1, 2), (3, 0), (3, 1), (4, 0), (4, 1)]
+    dirs = torch.zeros(len(cols), 15)
+    for n, (i, k) in enumerate(cols):
+        dirs[n, 3 * i + k] = 1.0
+    f = torch.tensor(500.0, dtype=torch.float64)
+    d = bm.jacobians(shape, expr, rot, tr, lids, dirs, want_shape=True)
+    uv, P = project(d["points"], f, 320.0, 240.0)
+    ref = torch.cat([P @ d["d_rot"][..., :3], P, P @ d["d_rot"][..., 3:], P @ d["d_expr"][..., :10],
+                     P @ d["d_eyelids"], P @ d["d_shape"]], -1)
+    scale = torch.rand(3, b.face_idx.size, dtype=torch.float64) + 0.5
+    pj = bm.linearize_projected(shape, expr, rot, tr, lids, f, 320.0, 240.0, cols, 10, True, want_shape=True,
+                                log_focal=True, rows=lambda u: (scale, u - 1.0))
+    assert torch.allclose(pj.uv, uv, atol=1e-12)
+    assert torch.allclose(pj.J[..., : ref.shape[-1]], ref * scale[..., None, None], atol=1e-9)
+    assert torch.allclose(pj.J[..., -2], (uv - torch.tensor([320.0, 240.0], dtype=torch.float64)) * scale[..., None])
+    assert torch.allclose(pj.J[..., -1], uv - 1.0)
+    sub = bm.subset(np.array([3, 7, 11]))
+    assert torch.allclose(sub.points(shape, expr, rot, tr, lids), d["points"][:, [3, 7, 11]], atol=1e-12)
 
 
 def _angle_deg(a, b):
@@ -157,3 +185,35 @@ def test_config_validation():
     with pytest.raises(InputError):
         FitConfig.preset("fast", no_such_setting=1)
     assert FitConfig.preset("production").n_shape > FitConfig.preset("fast").n_shape
+
+
+def test_vertex_offsets_recover_a_bump(small_model):
+    """A smooth 4 mm bump outside the shape basis: the offsets (Laplacian-regularised, small) find it, and
+    the result carries them in vertex_offsets and head_vertices."""
+    from flamecap.contract.model_format import FlameModelData
+    m = small_model
+    V = m["v_template"]
+    fm = np.asarray(m["face_mask"], bool)
+    centre = V[fm][np.argmax(V[fm][:, 2])]
+    d = np.linalg.norm(V - centre, axis=1)
+    bump = np.zeros_like(V)
+    bump[:, 2] = 0.004 * np.exp(-(d / 0.02) ** 2) * fm
+    gt = FlameModelData(arrays={**m.arrays, "v_template": V + bump}, meta=m.meta)
+    b = sample_binding(m, 300, seed=0)
+    clip = make_clip(gt, b, n_frames=16, n_shape=20, n_expr=10, noise_px=0.5, outlier_frac=0.05, seed=2)
+    base = dict(n_shape=20, n_expr=12, focal_px=clip.focal)
+    plain = fit_track(clip.track, b, m, FitConfig.preset("fast", **base))
+    out = fit_track(clip.track, b, m, FitConfig.preset("fast", vertex_offsets=True, **base))
+    assert plain.offsets is None and out.offsets.shape == (m.n_vertices, 3)
+    o = out.offsets
+    assert np.isfinite(o).all() and np.linalg.norm(o, axis=1).max() <= 5e-3 + 1e-9
+    assert o[np.argmin(d), 2] > 0.5e-3                                  # the bump's peak is found ...
+    assert np.corrcoef(o[fm, 2], bump[fm, 2])[0, 1] > 0.5               # ... with its shape
+    eyes = np.asarray(m["weights"])[:, 3:].sum(1) >= 0.5
+    assert np.abs(o[eyes]).max() == 0.0
+    assert np.nanmedian(out.fit_error_px) <= np.nanmedian(plain.fit_error_px) + 1e-3
+    res = build_result(out, clip.track, m)
+    np.testing.assert_allclose(res["vertex_offsets"], o, atol=1e-7)
+    neutral = V + np.einsum("vck,k->vc", m["shapedirs"][:, :, :20], out.shape) + o
+    np.testing.assert_allclose(res["head_vertices"], neutral, atol=1e-6)
+    assert FitConfig.preset("production").vertex_offsets and not FitConfig.preset("fast").vertex_offsets

@@ -11,13 +11,14 @@ from flamecap.cli import main
 from flamecap.contract.events import parse_event
 from flamecap.contract.model_format import save_model_npz
 from flamecap.contract.result import load_result
-from flamecap.fit.synthetic import make_clip, make_fallback_model
+from flamecap.fit.synthetic import make_clip
+from flamecap.flame.synthetic import make_synthetic_model
 
 
 @pytest.fixture(scope="module")
 def model_and_landmarks(tmp_path_factory):
     d = tmp_path_factory.mktemp("fitcli")
-    model = make_fallback_model(n_shape=10, n_expr=8)
+    model = make_synthetic_model(n_shape=10, n_expr=8, subdivisions=3)
     mpath = save_model_npz(d / "head.npz", model)
     from flamecap.landmarks.file_aligner import vertex_binding
     b = vertex_binding(model)
@@ -81,3 +82,29 @@ def test_track_grid_clip(grid_dir, flame_reference_dir, tmp_path):
     assert r.n_frames == 30 and r["valid"].all()
     assert np.nanmean(r["fit_error_px"]) < 1.5     # px on 360x288 (inter-ocular ≈ 60 px)
     assert (r["transl"][:, 2] < 0).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_footage(tmp_path_factory):
+    import cv2
+    d = tmp_path_factory.mktemp("frames")
+    for i in range(3):
+        img = np.full((48, 64, 3), 40 * i, np.uint8)
+        cv2.imwrite(str(d / f"{i:04d}.png"), img)
+    return d
+
+
+@pytest.mark.parametrize("extra", [["--aligner", "dense"], ["--aligner", "dense", "--weights", "MISSING"],
+                                   ["--identity", "mica"], ["--identity", "mica", "--identity-weights", "MISSING"]])
+def test_track_weight_paths_fail_one_line(model_and_landmarks, tiny_footage, tmp_path, capsys, extra):
+    """`track --aligner dense [--weights W]` and `--identity mica [--identity-weights W]` exist and, without
+    weights, stop with one actionable line before any landmark work, leaving no output."""
+    d, mpath, lpath = model_and_landmarks
+    out = tmp_path / "r.npz"
+    args = [a if a != "MISSING" else str(tmp_path / "nope.safetensors") for a in extra]
+    code = main(["track", str(tiny_footage), "-o", str(out), "--model", str(mpath), "--progress", "jsonl"] + args)
+    events = [e for e in map(parse_event, capsys.readouterr().out.splitlines()) if e]
+    assert code != 0 and not out.exists()
+    err = [e for e in events if e["event"] == "error"]
+    assert len(err) == 1 and "\n" not in err[0]["message"] and "weights" in err[0]["message"].lower()
+    assert not any(e.get("stage") == "landmarks" for e in events if e["event"] == "progress")

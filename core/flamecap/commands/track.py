@@ -145,11 +145,26 @@ def _fit_and_write(args, track, model, binding, prog: _Progress, source: dict, a
     return out
 
 
+def _preload_fitter() -> None:
+    """Import the fitter (torch: ~1 s) in a background thread while the landmark pass runs; MediaPipe's
+    inference releases the GIL, so the two overlap. Any import error surfaces later, in the main thread."""
+    import threading
+
+    def work():
+        try:
+            import flamecap.fit  # noqa: F401
+        except Exception:  # noqa: BLE001 - re-raised by the main thread's own import
+            pass
+
+    threading.Thread(target=work, name="flamecap-preload", daemon=True).start()
+
+
 def cmd_track(args) -> int:
     from ..landmarks import get_aligner, track_footage
     from ..landmarks.base import LandmarkTrack
     from ..video import open_footage
     t0 = time.perf_counter()
+    _preload_fitter()
     with_mica = args.identity == "mica"
     spans = {"load": (0.0, 0.02), "landmarks": (0.02, 0.6), "identity": (0.6, 0.7) if with_mica else (0.6, 0.6),
              "fit": (0.7 if with_mica else 0.6, 0.85), "refine": (0.85, 0.97), "write": (0.97, 1.0)}
@@ -165,6 +180,9 @@ def cmd_track(args) -> int:
         if not args.points:
             raise InputError("--aligner file needs --points FILE (CSV or .npz with the 2D points)")
         options["path"] = args.points
+    if with_mica:   # fail fast on missing identity weights, before the slow landmark pass
+        from ..identity.checkpoint import resolve_weights
+        resolve_weights(args.identity_weights)
     aligner = get_aligner(args.aligner, **options)
     binding = aligner.binding(model)
     cache = Path(args.landmarks_cache) if args.landmarks_cache else None

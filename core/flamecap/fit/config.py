@@ -17,12 +17,15 @@ class FitConfig:
 
     Sizes: n_shape / n_expr components fitted (clipped to the model). max_points: bound points used (a
     spread subset; 0 = all). Camera: focal_px fixed when set, else estimated from fov_init_deg with a weak
-    log-prior (focal_prior_weight). Iterations: LM iterations per stage."""
+    log-prior (focal_prior_weight). Iterations: LM iterations per stage (each stops early once an iteration
+    lowers the cost by less than ``rtol``, relative)."""
 
     quality: str = "fast"
     n_shape: int = 50
     n_expr: int = 30
-    max_points: int = 0
+    max_points: int = 200             # points for tracking and shape (0 = all)
+    final_points: int = 0             # points for the final pass (0 = all)
+    rigid_points: int = 64            # points for the rigid init
     fit_neck: bool = False            # head rotation lives in global_rot; neck only if asked
     fit_eyes: bool = True             # from iris points when the binding has eye-skinned points
     fit_eyelids: bool = True          # when the model has eyelid blendshapes
@@ -44,15 +47,21 @@ class FitConfig:
     estimate_focal: bool = True
     focal_prior_weight: float = 4.0   # on (log f − log f0)²
     n_keyframes: int = 8
-    max_joint_frames: int = 120       # frames in the joint shape/focal refinement (evenly spread)
+    max_joint_frames: int = 30        # frames in the joint shape/focal fit (keyframes + evenly spread)
     chunk_frames: int = 200           # temporal refinement window
     chunk_overlap: int = 16
     iters_rigid: int = 8
     iters_track: int = 6
     iters_identity: int = 10
     iters_joint: int = 6
-    iters_temporal: int = 4
+    iters_temporal: int = 3
     min_points: int = 6               # fewer visible points → frame invalid
+    vertex_offsets: bool = False      # shared per-vertex offsets (Laplacian-regularised), production
+    w_offsets_laplacian: float = 1e6  # on |L δ|² (δ metres, uniform mesh Laplacian)
+    w_offsets: float = 2e3            # on |δ|² (keeps offsets small)
+    max_offset_mm: float = 5.0        # per-vertex clamp
+    staged_identity: bool = False     # separate identity-on-keyframes stage + second tracking pass
+    rtol: float = 1e-3                # LM early stop: relative cost decrease per iteration below this
     dtype: str = "float32"
     device: str = "cpu"
 
@@ -64,7 +73,9 @@ class FitConfig:
                 raise InputError(f"{name} '{getattr(self, name)}' is unknown; use one of {', '.join(ROBUST_KERNELS)}")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name.startswith(("w_", "iters_")) or f.name in ("focal_prior_weight", "chunk_overlap", "max_points"):
+            if f.name.startswith(("w_", "iters_")) or f.name in (
+                    "focal_prior_weight", "chunk_overlap", "max_points", "final_points", "rigid_points", "rtol",
+                    "max_offset_mm"):
                 if not (isinstance(v, (int, float)) and v >= 0):
                     raise InputError(f"fit setting {f.name} must be a number >= 0, got {v!r}")
         for name in ("n_shape", "n_expr", "n_keyframes", "max_joint_frames", "chunk_frames", "min_points"):
@@ -91,7 +102,8 @@ class FitConfig:
         elif quality == "production":
             base = cls(quality="production", n_shape=100, n_expr=50, max_points=0, n_keyframes=16,
                        max_joint_frames=300, iters_rigid=10, iters_track=10, iters_identity=15,
-                       iters_joint=10, iters_temporal=8, fit_neck=False)
+                       iters_joint=10, iters_temporal=8, fit_neck=False, staged_identity=True, rtol=1e-4,
+                       vertex_offsets=True)
         else:
             raise InputError(f"quality '{quality}' is unknown; use one of {', '.join(QUALITIES)}")
         known = {f.name for f in fields(cls)}

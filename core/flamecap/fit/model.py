@@ -14,6 +14,7 @@ principal point ``(cx, cy)`` px. Pose layout ``rot15`` = root (global_rot), neck
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -95,6 +96,20 @@ class BoundModel:
                         if self.has_eyelids else None)
         self.parents = [int(p) for p in np.asarray(a["parents"])]
 
+    def subset(self, rows: np.ndarray) -> "BoundModel":
+        """The same model on a subset of its bound points (rows (R',) indices): per-point buffers sliced,
+        joint buffers shared."""
+        rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        out = BoundModel.__new__(BoundModel)
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if not k.startswith("_")})
+        out.R = out.U = int(rows.numel())
+        for name in ("tmpl", "shapedirs", "exprdirs", "eyelid_dirs", "weights"):
+            if getattr(self, name) is not None:
+                setattr(out, name, getattr(self, name)[rows].contiguous())
+        P = self.posedirs.shape[0]
+        out.posedirs = self.posedirs.reshape(P, self.U, 3)[:, rows].reshape(P, -1).contiguous()
+        return out
+
     # ---- pieces -------------------------------------------------------------------------------------
     def shaped(self, shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """shape (S,) → rest points (U, 3) and rest joints (J, 3) of the identity."""
@@ -132,6 +147,7 @@ class BoundModel:
         tg = torch.stack([g[1] for g in G], dim=1)                             # (T, J, 3)
         a = tg - (Rg @ joints.unsqueeze(-1)).squeeze(-1)                       # rest-pose joint removed
         A = torch.cat([Rg, a.unsqueeze(-1)], dim=-1).reshape(T, N_JOINTS, 12)
+        self._A = A.reshape(T, N_JOINTS, 3, 4)
         M = (self.weights @ A).reshape(T, self.U, 3, 4)                        # (T, U, 3, 4)
         xu = (M[..., :3] * v.unsqueeze(-2)).sum(-1) + M[..., 3]
         self._last = (R, Rg, tg, a, v)  # for rot_jacobian (same call)
@@ -248,6 +264,139 @@ class BoundModel:
         return out
 
 
+    def _linear_basis(self, n_expr: int, lids: bool, shape: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenated [expr[:n_expr] | eyelids? | shape?] bases at the points (U, 3, K) and at the joints
+        (J·3, K), cached per combination."""
+        key = (n_expr, lids, shape)
+        cache = self.__dict__.setdefault("_basis_cache", {})
+        if key not in cache:
+            bu = [self.exprdirs[..., :n_expr]]
+            bj = [self.J_edirs[..., :n_expr]]
+            if lids:
+                bu.append(self.eyelid_dirs)
+                bj.append(self.J_ldirs)
+            if shape:
+                bu.append(self.shapedirs)
+                bj.append(self.J_dirs)
+            cache[key] = (torch.cat(bu, -1).contiguous(), torch.cat(bj, -1).reshape(N_JOINTS * 3, -1).contiguous())
+        return cache[key]
+
+    # ---- fused projected linearisation (the fitter's hot path) -------------------------------------------
+    def forward(self, shape: torch.Tensor, expr: torch.Tensor, rot15: torch.Tensor, transl: torch.Tensor,
+                eyelids: torch.Tensor | None = None) -> "Forward":
+        """Posed world points and the intermediates the projected Jacobians need (see :class:`Forward`)."""
+        vs, Js = self.shaped(shape)
+        v, J = self.unposed(vs, Js, expr, eyelids)
+        xu, M, Rg = self.pose(rot15, v, J)
+        R, _, tg, _, vpc = self._last
+        return Forward(points=xu + transl[:, None, :], xu=xu, M=M, R=R, Rg=Rg, tg=tg, A=self._A, v=vpc)
+
+    def linearize_projected(self, shape: torch.Tensor, expr: torch.Tensor, rot15: torch.Tensor,
+                            transl: torch.Tensor, eyelids: torch.Tensor | None, focal: torch.Tensor, cx: float,
+                            cy: float, rot_cols: list[tuple[int, int]], n_expr: int, want_lids: bool,
+                            want_shape: bool = False, log_focal: bool = False,
+                            rows: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+                            ) -> "ProjectedJacobians":
+        """Pixels and their Jacobians in one fused pass (exact: equals ``project``'s Jacobian times
+        :meth:`jacobians`, without forming the (T, R, 3, ·) intermediates).
+
+        rot_cols: (joint, axis-angle component) per rotation column; n_expr: leading expression columns.
+        ``rows(uv) -> (scale (T, R), residual (T, R, 2))``, optional: every Jacobian row is multiplied by
+        its point's scale (e.g. √IRLS weight / σ) and the residual is stored as the last column, so one
+        batched product ``JᵀJ`` gives the Gauss–Newton matrix and gradient together.
+
+        Returns a :class:`ProjectedJacobians`: ``J`` (T, R, 2, D [+ Ds] [+ 1]) with columns
+        [rot_cols[:3] | transl 3 | rot_cols[3:] | expr n_expr | eyelids 2? | shape S? | log f? | residual?]
+        (the fitter's layout, then the shared block), px per metre / rad / coefficient."""
+        T, U = rot15.shape[0], self.U
+        fw = self.forward(shape, expr, rot15, transl, eyelids)
+        uv, P = project(fw.points, focal, cx, cy)                              # (T, U, 2), (T, U, 2, 3)
+        scale = res = None
+        if rows is not None:
+            scale, res = rows(uv)
+            P = P * scale[..., None, None]
+        Bu, Bj = self._linear_basis(n_expr, want_lids, want_shape)           # (U, 3, K), (J·3, K)
+        K = Bu.shape[-1]
+        nr = len(rot_cols)
+        D = nr + 3 + K + int(want_shape and log_focal) + int(rows is not None)
+        Jf = P.new_empty(T, U, 2, D)
+        Jf[..., 3:6] = P                                                       # translation
+        M3 = fw.M[..., :3]
+        PM = P @ M3                                                            # (T, U, 2, 3)
+        Jr = right_jacobian(rot15.reshape(T, N_JOINTS, 3))
+        desc = self._descendants()
+        pd = self.posedirs.reshape(4, 9, U * 3)
+        # y_j(u) = A_j [v_u; 1]: each point moved by each joint alone, weighted → (T, U, J, 3)
+        vh = torch.cat([fw.v, fw.v.new_ones(T, U, 1)], -1)                     # (T, U, 4)
+        y = (vh @ fw.A.permute(0, 3, 1, 2).reshape(T, 4, N_JOINTS * 3)).reshape(T, U, N_JOINTS, 3)
+        wy = y * self.weights[None, :, :, None]
+        col = {c: (n if n < 3 else n + 3) for n, c in enumerate(rot_cols)}
+        by_joint: dict[int, list[int]] = {}
+        for (i, k) in rot_cols:
+            by_joint.setdefault(i, []).append(k)
+        for i, ks in by_joint.items():
+            d = desc[i]
+            if i == 0:
+                S = fw.xu - fw.tg[:, None, 0]                                  # every point follows the root
+            else:
+                S = (wy[:, :, d].sum(2) if len(d) > 1 else wy[:, :, i]) \
+                    - self.weights[:, d].sum(1)[None, :, None] * fw.tg[:, None, i]
+            # d uv_a / dφ = S × P_a with φ = Rg_i J_r(θ_i) δ
+            SxP = torch.linalg.cross(S[:, :, None, :].expand_as(P), P, dim=-1)
+            G = (fw.Rg[:, i] @ Jr[:, i])[:, :, ks]                              # (T, 3, nk)
+            Jc = (SxP.reshape(T, U * 2, 3) @ G).reshape(T, U, 2, len(ks))
+            if i >= 1:  # pose correctives of joint i
+                dR = fw.R[:, i, None] @ skew(Jr[:, i, :, ks].transpose(1, 2))   # (T, nk, 3, 3)
+                dv = (dR.reshape(T, len(ks), 9) @ pd[i - 1]).reshape(T, len(ks), U, 3)
+                Jc = Jc + PM @ dv.permute(0, 2, 3, 1)
+            for n, k in enumerate(ks):
+                Jf[..., col[(i, k)]] = Jc[..., n]
+        if K > 0:
+            # linear bases (expression, eyelids, shape): joint-regressor part one product per frame,
+            # rest-space part (M3 · basis) one product per point
+            o = nr + 3
+            C = self.joint_operator(fw.Rg).permute(0, 1, 3, 2, 4).reshape(T, N_JOINTS * 3, N_JOINTS * 3)
+            Pw = (P[:, :, :, None, :] * self.weights[None, :, None, :, None]).reshape(T, U * 2, N_JOINTS * 3)
+            Jf[..., o: o + K] = (Pw @ (C @ Bj)).reshape(T, U, 2, K)
+            Xu = PM.permute(1, 0, 2, 3).reshape(U, T * 2, 3)
+            Jf[..., o: o + K] += torch.bmm(Xu, Bu).reshape(U, T, 2, K).permute(1, 0, 2, 3)
+        if want_shape and log_focal:
+            dfu = torch.stack([uv[..., 0] - cx, uv[..., 1] - cy], -1)
+            Jf[..., nr + 3 + K] = dfu if scale is None else dfu * scale[..., None]
+        if rows is not None:
+            Jf[..., -1] = res
+        Dx = nr + 3 + K - (self.n_shape if want_shape else 0)
+        return ProjectedJacobians(uv=uv, depth=fw.points[..., 2], J=Jf, n_x=Dx)
+
+
+@dataclass
+class Forward:
+    """BoundModel.forward: points (T, U, 3) world m; xu (T, U, 3) posed, no translation; M (T, U, 3, 4)
+    blended transforms; R / Rg (T, J, 3, 3) local / global joint rotations; tg (T, J, 3) posed joints;
+    A (T, J, 3, 4) skinning transforms; v (T, U, 3) rest points with expression and pose correctives."""
+
+    points: torch.Tensor
+    xu: torch.Tensor
+    M: torch.Tensor
+    R: torch.Tensor
+    Rg: torch.Tensor
+    tg: torch.Tensor
+    A: torch.Tensor
+    v: torch.Tensor
+
+
+@dataclass
+class ProjectedJacobians:
+    """uv (T, R, 2) px; depth (T, R) world z (m, negative in front of the camera); J (T, R, 2, ·) (see
+    :meth:`BoundModel.linearize_projected`); n_x: the number of per-frame columns (the shared block, if
+    any, follows)."""
+
+    uv: torch.Tensor
+    depth: torch.Tensor
+    J: torch.Tensor
+    n_x: int
+
+
 def skew(w: torch.Tensor) -> torch.Tensor:
     """(..., 3) → cross-product matrices (..., 3, 3)."""
     x, y, z = w[..., 0], w[..., 1], w[..., 2]
@@ -268,10 +417,9 @@ def right_jacobian(th: torch.Tensor) -> torch.Tensor:
 
 
 def matvec3(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Batched small product A (..., m, 3) @ B (..., 3, k) as three fused multiply-adds (faster than bmm
-    on millions of tiny matrices)."""
-    return (A[..., :, 0, None] * B[..., None, 0, :] + A[..., :, 1, None] * B[..., None, 1, :]
-            + A[..., :, 2, None] * B[..., None, 2, :])
+    """Batched small product A (..., m, 3) @ B (..., 3, k), broadcasting (batched matmul measured 3–4× faster
+    than three broadcast multiply-adds on CPU)."""
+    return torch.matmul(A, B)
 
 
 def project(points: torch.Tensor, focal: torch.Tensor, cx: float, cy: float) -> tuple[torch.Tensor, torch.Tensor]:

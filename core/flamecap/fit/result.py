@@ -28,7 +28,10 @@ def build_result(fit: FitOutput, track: LandmarkTrack, model: FlameModelData, so
         "cam_t": np.asarray(DEFAULT_CAM_T, dtype=np.float64),
         "image_size": np.asarray(track.image_size, dtype=np.int32),
     })
-    arrays.update(head_arrays(model, fit.shape, E))
+    offsets = getattr(fit, "offsets", None)
+    if offsets is not None:
+        arrays["vertex_offsets"] = np.asarray(offsets, dtype=np.float32)
+    arrays.update(head_arrays(model, fit.shape, E, offsets))
     model_info = {"release": model.release, "topology_hash": model.topology, "n_vertices": model.n_vertices,
                   "n_shape": int(fit.shape.shape[0]), "n_expr": int(E)}
     src = dict(source or {"path": track.meta.get("source", ""), "kind": "landmarks"})

@@ -49,18 +49,22 @@ def _solve_spd(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def lm_frames(x: torch.Tensor, linearize: Callable, evaluate: Callable, iters: int,
-              tries: int = 3) -> tuple[torch.Tensor, torch.Tensor, SolveInfo]:
+              tries: int = 3, rtol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, SolveInfo]:
     """Batched LM over independent frames. x (T, D); linearize(x) → (cost (T,), H (T, D, D), g (T, D));
-    evaluate(x) → cost (T,). Each frame has its own damping and accepts a step only if its cost drops."""
+    evaluate(x) → cost (T,). Each frame has its own damping and accepts a step only if its cost drops.
+    Stops early once an iteration lowers the total cost by less than ``rtol`` (relative)."""
     T = x.shape[0]
     lam = torch.full((T,), LAM_INIT, dtype=torch.float64)
     cost0 = None
     cost = None
+    n_it = 0
     for it in range(iters):
         c, H, g = linearize(x)
+        n_it += 1
         cost = c if cost is None else cost
         if cost0 is None:
             cost0 = float(c.sum())
+        before = float(cost.sum())
         todo = torch.ones(T, dtype=torch.bool)
         for _ in range(tries):
             dx = -_solve_spd(_damped(H.double(), lam), g.double()).to(x.dtype)
@@ -73,22 +77,33 @@ def lm_frames(x: torch.Tensor, linearize: Callable, evaluate: Callable, iters: i
             todo = todo & ~ok
             if not bool(todo.any()):
                 break
+        if _converged(before, float(cost.sum()), rtol):
+            break
     final = evaluate(x) if cost is None else cost
-    return x, final, SolveInfo(iters, cost0 if cost0 is not None else float(final.sum()), float(final.sum()))
+    return x, final, SolveInfo(n_it, cost0 if cost0 is not None else float(final.sum()), float(final.sum()))
+
+
+def _converged(before: float, after: float, rtol: float) -> bool:
+    """True when the last iteration's relative cost decrease is below ``rtol`` (never with rtol = 0)."""
+    return rtol > 0 and np.isfinite(before) and (before - after) <= rtol * max(abs(before), 1e-12)
 
 
 def lm_joint(x: torch.Tensor, s: torch.Tensor, linearize: Callable, evaluate: Callable, iters: int,
-             tries: int = 4) -> tuple[torch.Tensor, torch.Tensor, SolveInfo]:
+             tries: int = 4, rtol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, SolveInfo]:
     """LM over per-frame x (T, D) and shared s (Ds,). linearize(x, s) → (cost scalar, H (T, D, D), g (T, D),
-    Hxs (T, D, Ds), Hss (Ds, Ds), gs (Ds,)); evaluate(x, s) → cost scalar. Schur complement on s."""
+    Hxs (T, D, Ds), Hss (Ds, Ds), gs (Ds,)); evaluate(x, s) → cost scalar. Schur complement on s.
+    Stops early once an iteration lowers the cost by less than ``rtol`` (relative)."""
     lam = LAM_INIT
     cost0 = None
     cost = None
+    n_it = 0
     for it in range(iters):
         c, H, g, Hxs, Hss, gs = linearize(x, s)
+        n_it += 1
         c = float(c)
         cost = c if cost is None else cost
         cost0 = c if cost0 is None else cost0
+        before = cost
         H, g, Hxs, Hss, gs = H.double(), g.double(), Hxs.double(), Hss.double(), gs.double()
         for _ in range(tries):
             A = _damped(H, torch.full((H.shape[0],), lam, dtype=torch.float64))
@@ -113,10 +128,12 @@ def lm_joint(x: torch.Tensor, s: torch.Tensor, linearize: Callable, evaluate: Ca
                 lam = max(lam * LAM_DOWN, LAM_MIN)
                 break
             lam = min(lam * LAM_UP, LAM_MAX)
+        if _converged(before, cost, rtol):
+            break
     if cost is None:
         cost = float(evaluate(x, s))
         cost0 = cost
-    return x, s, SolveInfo(iters, float(cost0), float(cost))
+    return x, s, SolveInfo(n_it, float(cost0), float(cost))
 
 
 def temporal_system(H: torch.Tensor, g: torch.Tensor, x: torch.Tensor, tw: torch.Tensor,
@@ -158,9 +175,10 @@ def temporal_system(H: torch.Tensor, g: torch.Tensor, x: torch.Tensor, tw: torch
 
 
 def lm_temporal(x: torch.Tensor, linearize: Callable, evaluate: Callable, tw: torch.Tensor,
-                active: torch.Tensor, iters: int, tries: int = 4) -> tuple[torch.Tensor, SolveInfo]:
+                active: torch.Tensor, iters: int, tries: int = 4, rtol: float = 0.0) -> tuple[torch.Tensor, SolveInfo]:
     """LM over frames x (N, D) with the acceleration term. linearize(x) → (cost (N,), H, g);
-    evaluate(x) → cost (N,); tw (D,) temporal weights; active (N−2,) which triples count."""
+    evaluate(x) → cost (N,); tw (D,) temporal weights; active (N−2,) which triples count. Stops early
+    once an iteration lowers the cost by less than ``rtol`` (relative)."""
     from scipy.linalg import LinAlgError, solveh_banded
 
     from .costs import temporal_cost
@@ -168,12 +186,15 @@ def lm_temporal(x: torch.Tensor, linearize: Callable, evaluate: Callable, tw: to
     N, D = x.shape
     lam = LAM_INIT
     cost0 = cost = None
+    n_it = 0
     for it in range(iters):
         c, H, g = linearize(x)
+        n_it += 1
         ab, gv, tc = temporal_system(H, g, x, tw, active)
         cur = float(c.sum()) + tc
         cost = cur if cost is None else cost
         cost0 = cur if cost0 is None else cost0
+        before = cost
         d0 = ab[0].copy()
         scale = np.maximum(d0, 1e-6 * max(np.abs(d0).max(), 1e-12)) + 1e-9
         for _ in range(tries):
@@ -190,6 +211,8 @@ def lm_temporal(x: torch.Tensor, linearize: Callable, evaluate: Callable, tw: to
                 lam = max(lam * LAM_DOWN, LAM_MIN)
                 break
             lam = min(lam * LAM_UP, LAM_MAX)
+        if _converged(before, cost, rtol):
+            break
     if cost is None:
         cost = cost0 = float(evaluate(x).sum())
-    return x, SolveInfo(iters, float(cost0), float(cost))
+    return x, SolveInfo(n_it, float(cost0), float(cost))

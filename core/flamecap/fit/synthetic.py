@@ -1,8 +1,8 @@
 """Synthetic fitting problems for tests and benchmarks: a FLAME-format head, a surface binding of many
 points, a known parameter sequence and its noisy 2D projection (numpy + torch).
 
-Uses ``flamecap.flame.synthetic.make_synthetic_model`` when available; otherwise a small built-in head
-(a UV-sphere skull with two eyeballs, smooth random identity/expression bases, jaw/neck/eye skinning).
+The head is ``flamecap.flame.synthetic.make_synthetic_model`` (the project's one synthetic FLAME-format
+generator).
 """
 from __future__ import annotations
 
@@ -10,109 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract.model_format import FlameModelData, model_meta
+from ..contract.model_format import FlameModelData
+from ..flame.synthetic import make_synthetic_model
 from ..landmarks.base import LandmarkTrack, SurfaceBinding
 
 
-def _sphere(n_lat: int, n_lon: int, center, radii) -> tuple[np.ndarray, np.ndarray]:
-    th = np.linspace(0.0, np.pi, n_lat)[1:-1]
-    ph = np.linspace(0.0, 2 * np.pi, n_lon, endpoint=False)
-    T, P = np.meshgrid(th, ph, indexing="ij")
-    # +Z is the front (toward the camera), +Y up
-    pts = np.stack([np.sin(T) * np.sin(P), np.cos(T), np.sin(T) * np.cos(P)], -1).reshape(-1, 3)
-    verts = np.concatenate([pts, [[0, 1, 0], [0, -1, 0]]]) * np.asarray(radii) + np.asarray(center)
-    faces = []
-    nl = len(th)
-    for i in range(nl - 1):
-        for j in range(n_lon):
-            a, b = i * n_lon + j, i * n_lon + (j + 1) % n_lon
-            c, d = a + n_lon, b + n_lon
-            faces += [[a, c, b], [b, c, d]]
-    top, bot = nl * n_lon, nl * n_lon + 1
-    for j in range(n_lon):
-        faces.append([top, j, (j + 1) % n_lon])
-        faces.append([bot, (nl - 1) * n_lon + (j + 1) % n_lon, (nl - 1) * n_lon + j])
-    return verts, np.asarray(faces, dtype=np.int64)
-
-
-def _smooth_fields(rng, verts, n, amp, n_centers=12, width=0.05):
-    """n smooth random displacement fields (V, 3, n), RBF sums, rms ≈ amp metres."""
-    out = np.zeros((verts.shape[0], 3, n))
-    for k in range(n):
-        c = verts[rng.integers(0, verts.shape[0], n_centers)]
-        w = rng.normal(size=(n_centers, 3))
-        d2 = ((verts[:, None, :] - c[None]) ** 2).sum(-1)
-        field = np.exp(-d2 / (2 * width ** 2)) @ w
-        out[:, :, k] = field * amp / (np.sqrt((field ** 2).mean()) + 1e-12)
-    return out
-
-
-def make_fallback_model(n_shape: int = 40, n_expr: int = 30, seed: int = 0, eyelids: bool = True) -> FlameModelData:
-    """A small deterministic FLAME-format head (~1.2k vertices), metres, FLAME axes."""
-    rng = np.random.default_rng(seed)
-    head_v, head_f = _sphere(24, 40, (0.0, 0.0, 0.0), (0.075, 0.10, 0.09))
-    eyes = []
-    ecs = [(0.032, 0.025, 0.072), (-0.032, 0.025, 0.072)]   # left eye at +X (subject's left)
-    for c in ecs:
-        eyes.append(_sphere(8, 12, c, (0.012, 0.012, 0.012)))
-    verts = [head_v]
-    faces = [head_f]
-    off = head_v.shape[0]
-    eye_ranges = []
-    for v, f in eyes:
-        verts.append(v)
-        faces.append(f + off)
-        eye_ranges.append((off, off + v.shape[0]))
-        off += v.shape[0]
-    V = np.concatenate(verts)
-    F = np.concatenate(faces)
-    nV = V.shape[0]
-    # joints: root, neck, jaw, eye_l, eye_r
-    J = np.array([[0, -0.09, -0.01], [0, -0.06, -0.01], [0, -0.02, 0.0], list(ecs[0]), list(ecs[1])])
-    # J_regressor: mean of the 8 vertices nearest each joint
-    Jreg = np.zeros((5, nV))
-    for j in range(5):
-        d = np.linalg.norm(V - J[j], axis=1)
-        nn = np.argsort(d)[:8]
-        Jreg[j, nn] = 1.0 / 8
-    weights = np.zeros((nV, 5))
-    hv = V[: head_v.shape[0]]
-    # jaw: lower front of the head, smooth blend with the neck(head) joint
-    s = np.clip((-(hv[:, 1] + 0.015) / 0.03), 0, 1) * np.clip((hv[:, 2] + 0.01) / 0.04, 0, 1)
-    weights[: head_v.shape[0], 2] = s
-    weights[: head_v.shape[0], 1] = 1 - s
-    for k, (a, b) in enumerate(eye_ranges):
-        weights[a:b, 3 + k] = 1.0
-    shapedirs = _smooth_fields(rng, V, n_shape, 0.004, width=0.06)
-    front = np.clip(V[:, 2] / 0.09, 0, 1)[:, None, None]
-    exprdirs = _smooth_fields(rng, V, n_expr, 0.003, width=0.03) * front
-    for a, b in eye_ranges:  # eyeballs are rigid
-        shapedirs[a:b] = shapedirs[a:b].mean(0, keepdims=True)
-        exprdirs[a:b] = 0.0
-    posedirs = _smooth_fields(rng, V, 36, 0.0005, width=0.05)
-    for a, b in eye_ranges:
-        posedirs[a:b] = 0.0
-    arrays = {"v_template": V, "faces": F, "shapedirs": shapedirs, "exprdirs": exprdirs,
-              "posedirs": posedirs, "J_regressor": Jreg, "weights": weights,
-              "parents": np.array([-1, 0, 1, 1, 1])}
-    if eyelids:
-        lid = np.zeros((nV, 3, 2))
-        for k, c in enumerate(ecs):
-            d = np.linalg.norm(hv - np.asarray(c), axis=1)
-            m = np.exp(-(d / 0.015) ** 2) * (hv[:, 1] > c[1])
-            lid[: head_v.shape[0], 1, k] = -0.008 * m
-        arrays["eyelid_dirs"] = lid
-    arrays["face_mask"] = (V[:, 2] > 0.02) & (np.arange(nV) < head_v.shape[0])
-    return FlameModelData(arrays=arrays, meta=model_meta("synthetic-fit-fallback"))
-
-
-def default_test_model(seed: int = 0) -> FlameModelData:
-    """The project's synthetic model when available, else :func:`make_fallback_model`."""
-    try:
-        from ..flame.synthetic import make_synthetic_model  # type: ignore
-    except ImportError:
-        return make_fallback_model(seed=seed)
-    return make_synthetic_model()
+def default_test_model(seed: int = 0, n_shape: int = 100, n_expr: int = 50, subdivisions: int = 4) -> FlameModelData:
+    """The project's synthetic FLAME-format head (:func:`flamecap.flame.synthetic.make_synthetic_model`)."""
+    return make_synthetic_model(n_shape=n_shape, n_expr=n_expr, subdivisions=subdivisions, seed=seed)
 
 
 def sample_binding(model: FlameModelData, n_points: int = 300, seed: int = 0, iris: bool = True) -> SurfaceBinding:
@@ -214,3 +119,9 @@ def make_clip(model: FlameModelData, binding: SurfaceBinding, n_frames: int = 30
                           frame_index=np.arange(T), time_s=t, image_size=(w, h), fps=fps, scheme="custom")
     return SyntheticClip(model=model, binding=binding, track=track, params=params, focal=float(f),
                          vertices=verts.numpy())
+
+
+def make_fallback_model(n_shape: int = 40, n_expr: int = 30, seed: int = 0, subdivisions: int = 3) -> FlameModelData:
+    """Compatibility name for callers written before the shared generator existed: now simply
+    :func:`flamecap.flame.synthetic.make_synthetic_model` at ``subdivisions`` 3 (~1.9k vertices)."""
+    return make_synthetic_model(n_shape=n_shape, n_expr=n_expr, subdivisions=subdivisions, seed=seed)
