@@ -478,8 +478,6 @@ def test_unexpected_exception_is_one_line(capsys, monkeypatch):
 # ---------------------------------------------------------------------------------------------- for others
 # Failures in files other engineers own (fit/, commands/track.py, smooth.py, contract/smoothing.py); each is
 # a real user-facing problem, routed to the owner. strict: they start failing loudly once fixed.
-@pytest.mark.xfail(strict=True, reason="smooth.py/contract/smoothing.py: --strength inf passes smooth_result's "
-                                       "check and smooth_params raises a bare ValueError (internal error)")
 def test_smooth_infinite_strength(capsys, tmp_path, F):
     rc, out, err = run_inprocess(capsys, ["smooth", str(F["result"]), "-o", str(tmp_path / "s.npz"),
                                           "--strength", "inf"])
@@ -487,8 +485,6 @@ def test_smooth_infinite_strength(capsys, tmp_path, F):
 
 
 @needs_proc
-@pytest.mark.xfail(strict=True, reason="commands/track.py: 'track' checks -o only when writing, after the whole "
-                                       "landmark + fit work (minutes on a real clip); check_output_path first")
 def test_track_checks_output_before_tracking(capsys, F):
     rc, out, err = run_inprocess(capsys, ["track", str(F["noise_dir"]), "-o", str(UNWRITABLE), "--model",
                                           str(F["model"]), "--aligner", "file", "--points", str(F["lm_invalid"])])
@@ -496,14 +492,11 @@ def test_track_checks_output_before_tracking(capsys, F):
 
 
 @needs_proc
-@pytest.mark.xfail(strict=True, reason="commands/track.py: 'fit' checks -o only when writing, after fitting")
 def test_fit_checks_output_before_fitting(capsys, F):
     rc, out, err = run_inprocess(capsys, ["fit", str(F["lm_nan"]), "-o", str(UNWRITABLE), "--model", str(F["model"])])
     assert_one_line_error(rc, out, err, 2, "cannot write")
 
 
-@pytest.mark.xfail(strict=True, reason="commands/track.py: 'track --focal -5' is only refused after tracking "
-                                       "every frame (the fit config is built after the landmarks)")
 def test_track_checks_focal_before_tracking(capsys, tmp_path, F):
     rc, out, err = run_inprocess(capsys, ["track", str(F["noise_dir"]), "-o", str(tmp_path / "r.npz"), "--model",
                                           str(F["model"]), "--aligner", "file", "--points", str(F["lm_invalid"]),

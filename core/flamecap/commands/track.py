@@ -120,6 +120,13 @@ def _binding_for(track, model, aligner_name: str, aligner=None):
                      f"'flamecap track FOOTAGE --aligner file --points FILE' with 'face_idx'/'bary' in FILE")
 
 
+def _check_before_work(args) -> None:
+    """Refuse bad settings and an unwritable output before any slow work (landmarks, fitting)."""
+    from ..contract.npzio import check_output_path
+    check_output_path(args.output, what="result")
+    _config(args, 0)   # validates --focal, --quality ... (raises InputError)
+
+
 def _fit_and_write(args, track, model, binding, prog: _Progress, source: dict, aligner_name: str,
                    shape_prior=None, t0: float | None = None) -> Path:
     from ..contract.result import save_result
@@ -170,9 +177,11 @@ def cmd_track(args) -> int:
              "fit": (0.7 if with_mica else 0.6, 0.85), "refine": (0.85, 0.97), "write": (0.97, 1.0)}
     prog = _Progress(args.progress, spans)
     prog.emit("start", command="track", footage=str(args.footage), output=str(args.output))
-    prog("load", 0.0, "loading model")
-    model = _load_model(args.model)        # fail fast, before any tracking
+    _check_before_work(args)
+    # inputs in command-line order, all before the slow landmark pass
     footage = open_footage(args.footage, start=args.start, end=args.end, stride=args.stride, fps=args.fps)
+    prog("load", 0.0, "loading model")
+    model = _load_model(args.model)
     options = {}
     if args.aligner == "dense" and args.weights:
         options["weights"] = args.weights
@@ -212,6 +221,7 @@ def cmd_fit(args) -> int:
              "write": (0.97, 1.0)}
     prog = _Progress(args.progress, spans)
     prog.emit("start", command="fit", landmarks=str(args.landmarks), output=str(args.output))
+    _check_before_work(args)
     if not Path(args.landmarks).is_file():
         raise InputError(f"landmarks file not found: {args.landmarks}; create it with 'flamecap landmarks'")
     track = LandmarkTrack.load(args.landmarks)

@@ -305,6 +305,16 @@ def fit_track(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelDa
     """Fit FLAME to a landmark track. See the module docstring for the stages; returns a :class:`FitOutput`
     for all T frames. Raises :class:`FitError` when no frame can be fitted."""
     cfg = config or FitConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _fit_track(track, binding, model, cfg, shape_prior, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_track(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelData, cfg: FitConfig,
+               shape_prior: np.ndarray | None, progress: ProgressCallback | None) -> FitOutput:
     prog = progress or (lambda stage, frac, msg="": None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
