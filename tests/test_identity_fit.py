@@ -8,7 +8,7 @@ import torch
 fit_tracker = pytest.importorskip("flamecap.fit.tracker")
 
 from flamecap.fit.config import FitConfig  # noqa: E402
-from flamecap.fit.synthetic import make_clip, make_fallback_model, sample_binding  # noqa: E402
+from flamecap.fit.synthetic import default_test_model, make_clip, sample_binding  # noqa: E402
 from flamecap.identity.mica import MICA_N_SHAPE, fit_shape_length  # noqa: E402
 
 
@@ -22,7 +22,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def clip():
-    model = make_fallback_model(n_shape=10, n_expr=5)
+    model = default_test_model(n_shape=10, n_expr=5, subdivisions=3)
     binding = sample_binding(model, 100)
     return make_clip(model, binding, n_frames=6, noise_px=2.0, n_shape=10, n_expr=5)
 

@@ -120,8 +120,3 @@ def make_clip(model: FlameModelData, binding: SurfaceBinding, n_frames: int = 30
     return SyntheticClip(model=model, binding=binding, track=track, params=params, focal=float(f),
                          vertices=verts.numpy())
 
-
-def make_fallback_model(n_shape: int = 40, n_expr: int = 30, seed: int = 0, subdivisions: int = 3) -> FlameModelData:
-    """Compatibility name for callers written before the shared generator existed: now simply
-    :func:`flamecap.flame.synthetic.make_synthetic_model` at ``subdivisions`` 3 (~1.9k vertices)."""
-    return make_synthetic_model(n_shape=n_shape, n_expr=n_expr, subdivisions=subdivisions, seed=seed)
