@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from flamecap.contract.model_format import FlameModelData
-from flamecap.embedding import (CalibrationConfig, _closest_on_triangles, _geometric_median, closest_surface_binding,
+from flamecap.embedding import (CalibrationConfig, _geometric_median, closest_surface_binding,
                                 compare_bindings, mediapipe_binding, mediapipe_embedding_report, official_binding,
                                 surface_points)
 from flamecap.errors import ModelError
+from flamecap.geometry import closest_barycentric
 
 FAST = CalibrationConfig(yaws_deg=(-20.0, 0.0, 20.0), pitches_deg=(-8.0, 8.0), lights=((0.3, -0.4, -1.0),),
                          min_views=3)
@@ -18,7 +19,7 @@ def test_closest_point_on_triangle_matches_dense_sampling():
     for _ in range(20):
         tri = rng.normal(size=(3, 3))
         p = rng.normal(size=3) * 2
-        bc = _closest_on_triangles(p[None], tri[0][None], tri[1][None], tri[2][None])[0]
+        bc = closest_barycentric(p[None], tri[0][None], tri[1][None], tri[2][None])[0]
         assert bc.min() >= -1e-9 and bc.sum() == pytest.approx(1.0)
         u, v = np.meshgrid(np.linspace(0, 1, 201), np.linspace(0, 1, 201))
         m = u + v <= 1

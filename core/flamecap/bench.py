@@ -88,8 +88,9 @@ class BenchConfig:
 
     @classmethod
     def full(cls) -> "BenchConfig":
-        return cls(synth_clips=(SynthClipSpec("talk_yaw30", 60, 30.0, 0), SynthClipSpec("talk_yaw45", 60, 45.0, 1)),
-                   baseline_steps=150, baseline_grid_clips=1, production_grid_clips=3)
+        return cls(synth_clips=(SynthClipSpec("talk_yaw30", 60, 30.0, 0), SynthClipSpec("talk_yaw45", 60, 45.0, 1),
+                                SynthClipSpec("talk_yaw45b", 60, 45.0, 2)),
+                   baseline_steps=500, baseline_grid_clips=1, production_grid_clips=10)
 
     @classmethod
     def quick_preset(cls) -> "BenchConfig":

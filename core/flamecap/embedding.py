@@ -33,6 +33,7 @@ from .contract.events import ProgressCallback
 from .contract.model_format import FlameModelData, topology_hash
 from .contract.npzio import read_npz, write_npz_atomic
 from .errors import ModelError, NoFaceError
+from .geometry import closest_barycentric
 from .landmarks.base import SurfaceBinding
 
 log = logging.getLogger(__name__)
@@ -119,45 +120,6 @@ def _geometric_median(x: np.ndarray, iters: int = 30) -> np.ndarray:
     return m
 
 
-def _closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Barycentrics (N, 3) of the closest point to p (N, 3) on triangles (a, b, c) (N, 3) each
-    (Ericson, Real-Time Collision Detection, 5.1.5), vectorised with region masks."""
-    ab, ac, ap = b - a, c - a, p - a
-    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
-    bp = p - b
-    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
-    cp = p - c
-    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
-    va = d3 * d6 - d5 * d4
-    vb = d5 * d2 - d1 * d6
-    vc = d1 * d4 - d3 * d2
-    eps = 1e-30
-    denom = va + vb + vc
-    v = vb / np.where(np.abs(denom) > eps, denom, eps)
-    w = vc / np.where(np.abs(denom) > eps, denom, eps)
-    out = np.stack([1 - v - w, v, w], 1)                          # interior
-    def put(mask, bary):
-        out[mask] = bary[mask]
-    n = len(p)
-    z, o = np.zeros(n), np.ones(n)
-    # edge BC
-    m = (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0)
-    t = (d4 - d3) / np.maximum((d4 - d3) + (d5 - d6), eps)
-    put(m, np.stack([z, 1 - t, t], 1))
-    # edge AC
-    m = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-    t = d2 / np.where(np.abs(d2 - d6) > eps, d2 - d6, eps)
-    put(m, np.stack([1 - t, z, t], 1))
-    # edge AB
-    m = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-    t = d1 / np.where(np.abs(d1 - d3) > eps, d1 - d3, eps)
-    put(m, np.stack([1 - t, t, z], 1))
-    put((d6 >= 0) & (d5 <= d6), np.stack([z, z, o], 1))           # vertex C
-    put((d3 >= 0) & (d4 <= d3), np.stack([z, o, z], 1))           # vertex B
-    put((d1 <= 0) & (d2 <= 0), np.stack([o, z, z], 1))            # vertex A
-    return out
-
-
 def closest_surface_binding(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
                             k_vertices: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Closest surface point on the mesh for each point (N, 3) → (face_idx (N,), bary (N, 3)).
@@ -182,7 +144,7 @@ def closest_surface_binding(points: np.ndarray, vertices: np.ndarray, faces: np.
     for i in range(len(q)):
         cand = np.unique(np.concatenate([tri_of[starts[j]:starts[j + 1]] for j in nn[i]]))
         tri = v[f[cand]]
-        bc = _closest_on_triangles(np.broadcast_to(q[i], (len(cand), 3)), tri[:, 0], tri[:, 1], tri[:, 2])
+        bc = closest_barycentric(np.broadcast_to(q[i], (len(cand), 3)), tri[:, 0], tri[:, 1], tri[:, 2])
         cp = np.einsum("nk,nkc->nc", bc, tri)
         j = int(np.argmin(np.linalg.norm(cp - q[i], axis=1)))
         best_f[i], best_b[i] = cand[j], bc[j]

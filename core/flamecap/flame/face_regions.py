@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry import closest_barycentric
+from ..render.raster import vertex_normals
+
 ROOT, NECK, JAW, EYE_L, EYE_R = range(5)
 
 # Expression components 0..16 built by :func:`expression_basis` (then localised random modes).
@@ -75,17 +78,6 @@ def gaussian(vertices: np.ndarray, centre: np.ndarray, radius: float) -> np.ndar
     return np.exp(-0.5 * d2 / radius ** 2)
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3) (counter-clockwise winding = outward)."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-
-
 def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     """Even-odd test of 2D points (N, 2) against a closed polygon (M, 2) → (N,) bool."""
     x, y = points[:, 0:1], points[:, 1:2]
@@ -118,49 +110,12 @@ def closest_surface_points(points: np.ndarray, vertices: np.ndarray, faces: np.n
     out_f = np.empty(len(points), dtype=np.int64)
     out_b = np.empty((len(points), 3))
     for i, p in enumerate(np.asarray(points, dtype=np.float64)):
-        bary = _closest_bary(p, A, B, C)
+        bary = closest_barycentric(p, A, B, C)
         q = bary[:, 0:1] * A + bary[:, 1:2] * B + bary[:, 2:3] * C
         j = int(np.argmin(np.sum((q - p) ** 2, axis=1)))
         out_f[i] = fid_all[j]
         out_b[i] = bary[j]
     return out_f, out_b
-
-
-def _closest_bary(p: np.ndarray, A: np.ndarray, B: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """Barycentrics of the closest point to p on each triangle (Ericson's region tests, vectorised)."""
-    ab, ac, ap = B - A, C - A, p - A
-    d1, d2 = np.sum(ab * ap, 1), np.sum(ac * ap, 1)
-    bp = p - B
-    d3, d4 = np.sum(ab * bp, 1), np.sum(ac * bp, 1)
-    cp = p - C
-    d5, d6 = np.sum(ab * cp, 1), np.sum(ac * cp, 1)
-    va = d3 * d6 - d5 * d4
-    vb = d5 * d2 - d1 * d6
-    vc = d1 * d4 - d3 * d2
-    den = np.where(np.abs(va + vb + vc) < 1e-30, 1e-30, va + vb + vc)
-    v = vb / den
-    w = vc / den
-    bary = np.stack([1 - v - w, v, w], 1)
-
-    def setw(mask, b):
-        bary[mask] = b[mask] if b.ndim == 2 else b
-
-    eps = 1e-30
-    # edges
-    t_ab = d1 / np.where(np.abs(d1 - d3) < eps, eps, d1 - d3)
-    m = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-    setw(m, np.stack([1 - t_ab, t_ab, 0 * t_ab], 1))
-    t_ac = d2 / np.where(np.abs(d2 - d6) < eps, eps, d2 - d6)
-    m = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-    setw(m, np.stack([1 - t_ac, 0 * t_ac, t_ac], 1))
-    t_bc = (d4 - d3) / np.where(np.abs((d4 - d3) + (d5 - d6)) < eps, eps, (d4 - d3) + (d5 - d6))
-    m = (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0)
-    setw(m, np.stack([0 * t_bc, 1 - t_bc, t_bc], 1))
-    # vertices
-    setw((d1 <= 0) & (d2 <= 0), np.array([1.0, 0.0, 0.0]))
-    setw((d3 >= 0) & (d4 <= d3), np.array([0.0, 1.0, 0.0]))
-    setw((d6 >= 0) & (d5 <= d6), np.array([0.0, 0.0, 1.0]))
-    return bary
 
 
 def connected_components(faces: np.ndarray, n_vertices: int) -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 from .. import paths
 from ..contract.npzio import atomic_output
 from ..errors import WeightsError
+from ..flame.registry import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,6 @@ def resolve_weights(path: str | os.PathLike | None = None) -> Path:
     if not p.is_file():
         raise WeightsError(missing_weights_message(p))
     return p
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

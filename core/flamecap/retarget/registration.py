@@ -18,6 +18,8 @@ import scipy.sparse.linalg as spla
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
+from ..geometry import closest_barycentric
+from ..render.raster import vertex_normals
 
 log = logging.getLogger(__name__)
 
@@ -72,45 +74,6 @@ class SurfacePoints:
     distance: np.ndarray
 
 
-def _closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Barycentric coords (N, 3) of the closest point on triangles (a, b, c) to p, all (N, 3) (Ericson)."""
-    ab, ac, ap = b - a, c - a, p - a
-    d1, d2 = np.sum(ab * ap, 1), np.sum(ac * ap, 1)
-    bp = p - b
-    d3, d4 = np.sum(ab * bp, 1), np.sum(ac * bp, 1)
-    cp = p - c
-    d5, d6 = np.sum(ab * cp, 1), np.sum(ac * cp, 1)
-    va = d3 * d6 - d5 * d4
-    vb = d5 * d2 - d1 * d6
-    vc = d1 * d4 - d3 * d2
-    n = len(p)
-    out = np.zeros((n, 3))
-    done = np.zeros(n, bool)
-
-    def put(mask, bary):
-        nonlocal done
-        m = mask & ~done
-        out[m] = bary[m] if bary.ndim == 2 else bary
-        done |= m
-
-    eps = 1e-30
-    put((d1 <= 0) & (d2 <= 0), np.array([1.0, 0, 0]))
-    put((d3 >= 0) & (d4 <= d3), np.array([0, 1.0, 0]))
-    v = d1 / np.where(np.abs(d1 - d3) < eps, eps, d1 - d3)
-    put((vc <= 0) & (d1 >= 0) & (d3 <= 0), np.stack([1 - v, v, 0 * v], 1))
-    put((d6 >= 0) & (d5 <= d6), np.array([0, 0, 1.0]))
-    w = d2 / np.where(np.abs(d2 - d6) < eps, eps, d2 - d6)
-    put((vb <= 0) & (d2 >= 0) & (d6 <= 0), np.stack([1 - w, 0 * w, w], 1))
-    den = (d4 - d3) + (d5 - d6)
-    w = (d4 - d3) / np.where(np.abs(den) < eps, eps, den)
-    put((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0), np.stack([0 * w, 1 - w, w], 1))
-    den = va + vb + vc
-    den = np.where(np.abs(den) < eps, eps, den)
-    v, w = vb / den, vc / den
-    put(np.ones(n, bool), np.stack([1 - v - w, v, w], 1))
-    return out
-
-
 def closest_points(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, k: int = 12,
                    tree: cKDTree | None = None) -> SurfacePoints:
     """Closest point on the mesh (vertices (V, 3), faces (F, 3)) to each of ``points`` (N, 3).
@@ -129,7 +92,7 @@ def closest_points(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, 
     N, C = cand.shape
     flat = cand.reshape(-1)
     pp = np.repeat(points, C, axis=0)
-    bary = _closest_on_triangles(pp, tri[flat, 0], tri[flat, 1], tri[flat, 2])
+    bary = closest_barycentric(pp, tri[flat, 0], tri[flat, 1], tri[flat, 2])
     q = np.einsum("nk,nkc->nc", bary, tri[flat])
     d = np.linalg.norm(q - pp, axis=1).reshape(N, C)
     best = np.argmin(d, axis=1)
@@ -147,15 +110,6 @@ def uniform_laplacian(n_vertices: int, faces: np.ndarray) -> sp.csr_matrix:
     deg = np.asarray(A.sum(1)).reshape(-1)
     deg[deg == 0] = 1.0
     return (sp.eye(n_vertices) - sp.diags(1.0 / deg) @ A).tocsr()
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    tri = vertices[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    vn = np.zeros_like(vertices)
-    for c in range(3):
-        np.add.at(vn, faces[:, c], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-20)
 
 
 @dataclass
