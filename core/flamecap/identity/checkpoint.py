@@ -16,7 +16,6 @@ against the architecture and a mismatch raises :class:`~flamecap.errors.WeightsE
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
