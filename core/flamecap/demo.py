@@ -130,6 +130,7 @@ def track_video(video: Path, model, quality: str, progress: ProgressCallback | N
     (not yet saved)."""
     from .embedding import mediapipe_binding
     from .fit.config import FitConfig
+    from .fit.result import build_result
     from .fit.tracker import fit_track
     from .landmarks import get_aligner, track_footage
     from .video import open_footage
@@ -139,25 +140,8 @@ def track_video(video: Path, model, quality: str, progress: ProgressCallback | N
         raise NoFaceError(f"MediaPipe found no face in {video}; the demo head was not detected")
     binding = mediapipe_binding(model, progress=progress)
     fo = fit_track(track, binding, model, config=FitConfig.preset(quality), progress=progress)
-    return result_from_fit(fo, track, model, quality)
-
-
-def result_from_fit(fo, track, model, quality: str):
-    """A result file's content from a fitter output (:class:`flamecap.fit.tracker.FitOutput`) and its track."""
-    from .contract.conventions import DEFAULT_CAM_R, DEFAULT_CAM_T
-    from .contract.result import TrackingResult, default_meta
-    from .flame.head import head_arrays
-    n_expr = int(np.asarray(fo.params["expr"]).shape[1])
-    arrays = {k: np.asarray(v, np.float32) for k, v in fo.params.items()}
-    arrays.update(valid=np.asarray(fo.valid, bool), fit_error_px=np.asarray(fo.fit_error_px, np.float32),
-                  time_s=np.asarray(track.time_s, np.float64), frame_index=np.asarray(track.frame_index, np.int64),
-                  shape=np.asarray(fo.shape, np.float32), K=np.asarray(fo.K, np.float64), cam_R=DEFAULT_CAM_R.copy(),
-                  cam_t=DEFAULT_CAM_T.copy(), image_size=np.asarray(track.image_size, np.int64),
-                  **head_arrays(model, fo.shape, n_expr))
-    meta = default_meta(track.fps, track.meta.get("footage", {}),
-                        {"release": model.release, "topology_hash": model.topology, "n_vertices": model.n_vertices},
-                        quality=quality, aligner=track.meta.get("aligner", "mediapipe"), n_points=int(fo.n_points))
-    return TrackingResult(arrays=arrays, meta=meta)
+    return build_result(fo, track, model, source=footage.source, aligner="mediapipe", quality=quality,
+                        identity="none")
 
 
 def run_demo(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), blender: bool = True,
