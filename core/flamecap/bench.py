@@ -163,6 +163,8 @@ def fit_flamecap(track, model: FlameModelData, binding, quality: str) -> MethodF
     seconds = time.perf_counter() - t0
     params = {k: np.asarray(v) for k, v in fo.params.items()}
     params["shape"] = np.asarray(fo.shape)
+    if fo.offsets is not None:
+        params["vertex_offsets"] = np.asarray(fo.offsets)
     valid = np.asarray(fo.valid, bool)
     fe = np.asarray(fo.fit_error_px, float)
     err = float(np.nanmean(fe[valid])) if valid.any() else float("nan")
