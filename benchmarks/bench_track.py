@@ -4,7 +4,7 @@ of the fit vs raw MediaPipe, lag (metrics.lag_frames of the projected bound poin
 shift of the mouth-opening signal; both must be 0), fitter ms/frame per stage, MediaPipe-alone frames/s,
 and the end-to-end frames/s of `flamecap track` on one clip. Head: FLAME-topology test head (flame_reference).
 
-    python benchmarks/bench_track.py [--clips N] [--threads 1] [--landmarks-dir DIR]
+    python benchmarks/bench_track.py [--clips N] [--threads 1] [--landmarks-dir DIR] [--speed-only]
 """
 from __future__ import annotations
 
@@ -21,12 +21,88 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
 
+def _long_clip(clip: Path, out: Path, loops: int) -> int:
+    """Write ``clip`` ``loops`` times (forward, backward, ... so motion stays continuous) as MJPG → frames."""
+    import cv2
+    cap = cv2.VideoCapture(str(clip))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (w, h))
+    for k in range(loops):
+        for f in (frames if k % 2 == 0 else frames[::-1]):
+            vw.write(f)
+    vw.release()
+    return len(frames) * loops
+
+
+def _cli_track(clip: Path, out: Path, model_path: Path, quality: str, threads: int, extra=()) -> tuple[float, float]:
+    """One `flamecap track` subprocess → (wall s including Python start-up and imports, s from the first
+    decoded frame to the result written, from the JSON-lines 'done' event)."""
+    import json
+    import os
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "flamecap", "track", str(clip), "-o", str(out), "--model",
+                        str(model_path), "--progress", "jsonl", "--quality", quality, *extra], check=True,
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    wall = time.perf_counter() - t0
+    done = [json.loads(x) for x in r.stdout.splitlines() if '"done"' in x][-1]
+    return wall, float(done["seconds_from_first_frame"])
+
+
+def speed(clip: Path, model, aligner, a) -> int:
+    """Speed figures (issue 4, target >= 100 frames/s end-to-end on 2 cores): landmarks alone (decode +
+    MediaPipe + σ), fit alone, and `flamecap track` end-to-end with and without the read-ahead pipeline,
+    on ``clip`` and on a long clip (``clip`` ping-ponged ``--loops`` times) where start-up amortises."""
+    from flamecap.contract.model_format import save_model_npz
+    from flamecap.embedding import mediapipe_binding
+    from flamecap.fit import FitConfig, fit_track
+    from flamecap.landmarks import track_footage
+    from flamecap.video import open_footage
+    binding = mediapipe_binding(model)
+    with tempfile.TemporaryDirectory() as d:
+        long_clip = Path(d) / "long.avi"
+        n_long = _long_clip(clip, long_clip, a.loops)
+        for c in (clip, long_clip):
+            for pf in (0, 4):
+                best = float("inf")
+                for _ in range(a.repeats):
+                    t0 = time.perf_counter()
+                    track = track_footage(open_footage(c), aligner, prefetch=pf)
+                    best = min(best, time.perf_counter() - t0)
+                print(f"landmarks alone {c.name} ({track.n_frames} frames, read-ahead {pf}): "
+                      f"{track.n_frames / best:.1f} frames/s", flush=True)
+            t0 = time.perf_counter()
+            fit_track(track, binding, model, FitConfig.preset(a.quality))
+            dt = time.perf_counter() - t0
+            print(f"fit alone {c.name}: {track.n_frames / dt:.1f} frames/s ({1e3 * dt / track.n_frames:.2f} ms/frame)",
+                  flush=True)
+        mp = save_model_npz(Path(d) / "head.npz", model)
+        for c, n in ((clip, None), (long_clip, n_long)):
+            for label, extra in (("pipelined", ()), ("--no-pipeline", ("--no-pipeline",))):
+                runs = [_cli_track(c, Path(d) / "r.npz", mp, a.quality, a.threads, extra) for _ in range(a.repeats)]
+                wall, work = min(r[0] for r in runs), min(r[1] for r in runs)
+                n = n or int(np.load(Path(d) / "r.npz")["valid"].shape[0])
+                print(f"end-to-end `flamecap track` {c.name} {label}: {n} frames, {n / wall:.1f} frames/s incl. "
+                      f"start-up ({wall:.2f} s), {n / work:.1f} frames/s from first frame to result ({work:.2f} s)",
+                      flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quality", default="fast")
     ap.add_argument("--landmarks-dir", default=None, help="cache MediaPipe landmarks here (reused when present)")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed figures (no accuracy loop)")
+    ap.add_argument("--loops", type=int, default=10, help="long clip = first clip ping-ponged this many times")
+    ap.add_argument("--repeats", type=int, default=2, help="end-to-end runs per setting (best is printed)")
     a = ap.parse_args()
     import torch
     torch.set_num_threads(a.threads)
@@ -48,6 +124,8 @@ def main() -> int:
     model = flame_reference_head(DATA / "flame_reference")
     binding = mediapipe_binding(model)
     clips = sorted(grid.glob("*.mpg"))[: a.clips]
+    if a.speed_only:
+        return speed(clips[0], model, get_aligner("mediapipe"), a)
     rows = []
     aligner = get_aligner("mediapipe")
     for clip in clips:
@@ -104,21 +182,7 @@ def main() -> int:
           f"{r[:, 2].mean():.3f} px (metrics.jitter {r[:, 5].mean():.3f} vs {r[:, 6].mean():.3f}), landmarks "
           f"{(np.nanmean(r[:, 3]) if np.isfinite(r[:, 3]).any() else float('nan')):.1f} ms/frame, fitter {r[:, 4].mean():.2f} ms/frame, lags points "
           f"{[x[11] for x in rows]} mouth {[x[6] for x in rows]}")
-    # MediaPipe alone (second pass: graph warm) on the first clip
-    t0 = time.perf_counter()
-    n = track_footage(open_footage(clips[0]), aligner).n_frames
-    dt = time.perf_counter() - t0
-    print(f"MediaPipe alone {clips[0].name}: {n / dt:.1f} frames/s ({1e3 * dt / n:.1f} ms/frame)")
-    # end-to-end CLI on one clip
-    with tempfile.TemporaryDirectory() as d:
-        mp = save_model_npz(Path(d) / "head.npz", model)
-        out = Path(d) / "r.npz"
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "flamecap", "track", str(clips[0]), "-o", str(out), "--model", str(mp),
-                        "--progress", "none", "--quality", a.quality], check=True,
-                       env={**__import__("os").environ, "OMP_NUM_THREADS": str(a.threads)})
-        dt = time.perf_counter() - t0
-        print(f"end-to-end `flamecap track` {clips[0].name}: {75 / dt:.1f} frames/s ({dt:.2f} s incl. start-up)")
+    speed(clips[0], model, aligner, a)
     return 0
 
 

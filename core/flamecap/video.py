@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".exr")
 DEFAULT_IMAGE_FPS = 25.0
+T_item = TypeVar("T_item")
 
 
 def _natural_key(name: str):
@@ -52,6 +54,7 @@ class Footage:
     _images: list[tuple[int, Path]] = field(default_factory=list, repr=False)
     frames_read: int = 0
     ended_early: bool = False
+    first_frame_at: float | None = None   # time.perf_counter() when the first frame was decoded (timing)
 
     @property
     def n_frames(self) -> int | None:
@@ -77,6 +80,7 @@ class Footage:
     def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
         self.frames_read = 0
         self.ended_early = False
+        self.first_frame_at = None
         yield from (self._iter_images() if self.kind == "images" else self._iter_video())
 
     def _finish_early(self, expected: int | None, why: str) -> None:
@@ -96,6 +100,8 @@ class Footage:
                 raise FootageError(f"image {p} is {img.shape[1]}x{img.shape[0]} but the sequence is "
                                    f"{self.size[0]}x{self.size[1]}; all frames must have the same size")
             self.frames_read += 1
+            if self.first_frame_at is None:
+                self.first_frame_at = time.perf_counter()
             yield idx, idx / self.fps, cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
     def _iter_video(self):
@@ -119,12 +125,66 @@ class Footage:
                 if bgr.ndim == 2:
                     bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
                 self.frames_read += 1
+                if self.first_frame_at is None:
+                    self.first_frame_at = time.perf_counter()
                 yield idx, idx / self.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 idx += 1
         finally:
             cap.release()
         if expected is not None and self.frames_read < expected:
             self._finish_early(expected, "truncated or shorter than its header says")
+
+
+def prefetch(frames: Iterable[T_item], depth: int = 4) -> Iterator[T_item]:
+    """Iterate ``frames`` in a background thread, ``depth`` items ahead (bounded queue: flat memory).
+
+    Decoding (OpenCV releases the GIL) then overlaps with whatever consumes the frames. Items and their order
+    are unchanged; an exception raised by the source is re-raised here, in the consumer's thread. Closing or
+    abandoning the returned generator stops the thread (it never blocks on a full queue for long)."""
+    import queue
+    import threading
+    if depth < 1:
+        yield from frames
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in frames:
+                if not put((None, item)):
+                    return
+            put((None, done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((exc, None))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()   # a source left early releases its decoder here, in its own thread
+
+    th = threading.Thread(target=work, name="flamecap-decode", daemon=True)
+    th.start()
+    try:
+        while True:
+            exc, item = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        th.join(timeout=5.0)
 
 
 def open_footage(path: str | os.PathLike, start: int = 0, end: int | None = None, stride: int = 1,

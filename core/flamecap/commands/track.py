@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aligner", default="mediapipe", choices=("mediapipe", "dense", "file"))
     p.add_argument("--weights", default=None, help="--aligner dense: network weights")
     p.add_argument("--points", default=None, help="--aligner file: CSV or .npz with the points")
+    p.add_argument("--no-pipeline", action="store_true",
+                   help="decode frames in the landmark thread (no read-ahead thread); same result, slower")
     p.add_argument("--landmarks-cache", default=None,
                    help="landmarks .npz: reused when it exists, written after tracking otherwise")
     _add_fit_arguments(p)
@@ -128,7 +130,7 @@ def _check_before_work(args) -> None:
 
 
 def _fit_and_write(args, track, model, binding, prog: _Progress, source: dict, aligner_name: str,
-                   shape_prior=None, t0: float | None = None) -> Path:
+                   shape_prior=None, t0: float | None = None, t_first: float | None = None) -> Path:
     from ..contract.result import save_result
     from ..fit import build_result, fit_track
     if not track.valid.any():
@@ -142,9 +144,11 @@ def _fit_and_write(args, track, model, binding, prog: _Progress, source: dict, a
     out = save_result(args.output, result)
     prog("write", 1.0, "done")
     n_valid = int(fit.valid.sum())
-    dt = time.perf_counter() - (t0 or time.perf_counter())
+    now = time.perf_counter()
+    dt = now - (t0 or now)
+    timing = {} if t_first is None else {"seconds_from_first_frame": round(now - t_first, 3)}
     prog.emit("done", result=str(Path(out).resolve()), frames=track.n_frames, valid_frames=n_valid,
-              seconds=round(dt, 3))
+              seconds=round(dt, 3), **timing)
     if prog.mode == "text":
         import numpy as np
         print(f"{out}: {n_valid}/{track.n_frames} frames fitted, mean error "
@@ -199,7 +203,7 @@ def cmd_track(args) -> int:
         track = LandmarkTrack.load(cache)
         prog("landmarks", 1.0, f"landmarks from {cache}")
     else:
-        track = track_footage(footage, aligner, progress=prog)
+        track = track_footage(footage, aligner, progress=prog, prefetch=0 if args.no_pipeline else 4)
         if cache is not None:
             track.save(cache)
     if track.n_frames == 0:
@@ -210,7 +214,8 @@ def cmd_track(args) -> int:
         shape_prior = estimate_shape_from_footage(args.footage, model, args.identity_weights, progress=prog)
     source = {"path": str(Path(args.footage).resolve()), "kind": footage.kind, "n_frames": track.n_frames,
               "start": args.start, "end": args.end, "stride": args.stride}
-    _fit_and_write(args, track, model, binding, prog, source, aligner.name, shape_prior, t0)
+    _fit_and_write(args, track, model, binding, prog, source, aligner.name, shape_prior, t0,
+                   t_first=footage.first_frame_at)
     return 0
 
 

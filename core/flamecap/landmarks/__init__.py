@@ -42,12 +42,18 @@ def get_aligner(name: str = DEFAULT_ALIGNER, **options) -> Aligner:
 
 
 def track_footage(footage: "Footage", aligner: Aligner | str = DEFAULT_ALIGNER,
-                  progress: ProgressCallback | None = None) -> LandmarkTrack:
+                  progress: ProgressCallback | None = None, prefetch: int = 4) -> LandmarkTrack:
     """Run ``aligner`` over every selected frame of ``footage`` (streamed) → :class:`LandmarkTrack` whose
-    ``meta`` records the aligner and the footage source (including ``ended_early``)."""
+    ``meta`` records the aligner and the footage source (including ``ended_early``). Frames are decoded
+    ``prefetch`` ahead in a background thread (0: in the calling thread); the result is the same either way."""
+    from ..video import prefetch as _prefetch
     if isinstance(aligner, str):
         aligner = get_aligner(aligner)
-    track = aligner.track(iter(footage), footage.size, footage.fps, progress=progress, n_frames=footage.n_frames)
+    frames = _prefetch(iter(footage), prefetch)
+    try:
+        track = aligner.track(frames, footage.size, footage.fps, progress=progress, n_frames=footage.n_frames)
+    finally:
+        frames.close()
     track.meta.setdefault("aligner", aligner.name)
     track.meta["footage"] = footage.source
     return track

@@ -66,7 +66,14 @@ def _tables() -> dict:
             base[pts(conn)] = REGION_BASE[name]
     base[468:478] = REGION_BASE["iris"]
     edges = np.array(sorted(c.FACEMESH_TESSELATION), dtype=np.int64)
-    _TABLES.update(base=base, edges=edges)
+    # point ← edge incidence as a sparse sum: row p lists the edges starting at p, then those ending at p, in
+    # edge order, so the product sums in exactly np.add.at's order (bit-identical, ~10x faster)
+    from scipy.sparse import csr_matrix
+    n_e = edges.shape[0]
+    inc = csr_matrix((np.ones(2 * n_e), (np.concatenate([edges[:, 0], edges[:, 1]]), np.arange(2 * n_e))),
+                     shape=(N_POINTS, 2 * n_e))
+    inc.sort_indices()
+    _TABLES.update(base=base, edges=edges, incidence=inc)
     return _TABLES
 
 
@@ -81,9 +88,8 @@ def point_normals_cos(p3: np.ndarray) -> np.ndarray:
     N = p.shape[0]
     d = p[:, e[:, 1]] - p[:, e[:, 0]]                                # (N, E, 3)
     outer = d[..., :, None] * d[..., None, :]                       # (N, E, 3, 3)
-    cov = np.zeros((N, N_POINTS, 3, 3))
-    np.add.at(cov, (slice(None), e[:, 0]), outer)
-    np.add.at(cov, (slice(None), e[:, 1]), outer)
+    o = np.ascontiguousarray(outer.transpose(1, 0, 2, 3)).reshape(e.shape[0], N * 9)
+    cov = (tab["incidence"] @ np.concatenate([o, o])).reshape(N_POINTS, N, 3, 3).transpose(1, 0, 2, 3)
     mesh = np.arange(468)
     _, vecs = np.linalg.eigh(cov[:, mesh] + 1e-9 * np.eye(3))
     n = vecs[..., 0]                                                # (N, 468, 3) smallest axis
@@ -98,10 +104,33 @@ def point_normals_cos(p3: np.ndarray) -> np.ndarray:
     cos = np.empty((N, N_POINTS))
     cos[:, :468] = -n[..., 2]
     # iris points: nearest mesh point in 2D
-    dist = np.linalg.norm(p[:, 468:, None, :2] - p[:, None, :468, :2], axis=-1)
+    dx = p[:, 468:, None, 0] - p[:, None, :468, 0]
+    dy = p[:, 468:, None, 1] - p[:, None, :468, 1]
+    dist = np.sqrt(dx * dx + dy * dy)                               # = np.linalg.norm(..., axis=-1), cheaper
     near = np.argmin(dist, axis=-1)
     cos[:, 468:] = np.take_along_axis(cos[:, :468], near, axis=1)
     return cos
+
+
+POST_BLOCK = 32   # frames per σ/visibility block (cache-sized)
+
+
+def _rows_to_arrays(rows: list[tuple]) -> tuple:
+    """Detection rows (frame_index, time_s, points3 or None, n_faces) → frame_index (n,), time_s (n,),
+    points (n, 478, 2) float32 px, σ (n, 478) float32 px, valid (n,), visible (n, 478); no-face rows NaN."""
+    n = len(rows)
+    points = np.full((n, N_POINTS, 2), np.nan, dtype=np.float32)
+    sigma = np.full((n, N_POINTS), np.nan, dtype=np.float32)
+    visible = np.zeros((n, N_POINTS), dtype=bool)
+    valid = np.array([r[2] is not None for r in rows], dtype=bool)
+    if valid.any():
+        p3 = np.stack([r[2] for r in rows if r[2] is not None])
+        sig, vis = sigma_and_visibility(p3)
+        points[valid] = p3[..., :2]
+        sigma[valid] = sig
+        visible[valid] = vis
+    return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64),
+            points, sigma, valid, visible)
 
 
 def sigma_and_visibility(points3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +192,14 @@ class MediaPipeAligner(Aligner):
     def detect_frames(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int],
                       progress: ProgressCallback | None = None, n_frames: int | None = None):
         """Run FaceMesh; returns lists (frame_index, time_s, points3 (478, 3) px or None, n_faces)."""
+        return list(self.iter_detect(frames, image_size, progress, n_frames))
+
+    def iter_detect(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int],
+                    progress: ProgressCallback | None = None, n_frames: int | None = None):
+        """Streaming :meth:`detect_frames`: yields (frame_index, time_s, points3 (478, 3) px or None, n_faces)
+        per frame as soon as it is detected."""
         w, h = int(image_size[0]), int(image_size[1])
-        out = []
+        n_out = 0
         last_c, last_t, size = None, -np.inf, None
         t0 = time.monotonic()
         with self._facemesh() as fm:
@@ -186,32 +221,42 @@ class MediaPipeAligner(Aligner):
                     f = faces[chosen]
                     last_c, last_t = f[:, :2].mean(0), ts
                     size = float(np.linalg.norm(f[:, :2].max(0) - f[:, :2].min(0)))
-                    out.append((idx, ts, f, len(faces)))
+                    yield idx, ts, f, len(faces)
                 else:
-                    out.append((idx, ts, None, len(faces)))
+                    yield idx, ts, None, len(faces)
+                n_out += 1
                 if progress is not None and (k % 10 == 0):
                     frac = (k + 1) / n_frames if n_frames else 0.0
                     progress("landmarks", min(frac, 1.0), f"frame {k + 1}/{n_frames or '?'}")
-        log.debug("mediapipe: %d frames in %.2f s", len(out), time.monotonic() - t0)
-        return out
+        log.debug("mediapipe: %d frames in %.2f s", n_out, time.monotonic() - t0)
 
     def track(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int], fps: float,
               progress: ProgressCallback | None = None, n_frames: int | None = None) -> LandmarkTrack:
-        rows = self.detect_frames(frames, image_size, progress, n_frames)
-        T = len(rows)
-        points = np.full((T, N_POINTS, 2), np.nan, dtype=np.float32)
-        sigma = np.full((T, N_POINTS), np.nan, dtype=np.float32)
-        visible = np.zeros((T, N_POINTS), dtype=bool)
-        valid = np.array([r[2] is not None for r in rows], dtype=bool)
-        depth = np.full((T, N_POINTS), np.nan, dtype=np.float32)
-        if valid.any():
-            p3 = np.stack([r[2] for r in rows if r[2] is not None])
-            sig, vis = sigma_and_visibility(p3)
-            points[valid] = p3[..., :2]
-            depth[valid] = p3[..., 2]
-            sigma[valid] = sig
-            visible[valid] = vis
-        n_multi = int(sum(r[3] > 1 for r in rows))
+        blocks: list[tuple] = []
+        pending: list[tuple] = []
+        n_multi = 0
+
+        def flush():
+            # σ / visibility per block of frames: flat memory (no (T, E, 3, 3) temporaries), cache-sized
+            # (3x faster than one call over a long clip); per-frame maths, so blocking does not change values
+            if pending:
+                blocks.append(_rows_to_arrays(pending))
+                pending.clear()
+
+        for row in self.iter_detect(frames, image_size, progress, n_frames):
+            pending.append(row)
+            n_multi += row[3] > 1
+            if len(pending) >= POST_BLOCK:
+                flush()
+        flush()
+        if blocks:
+            idx, ts, points, sigma, valid, visible = (np.concatenate([b[k] for b in blocks]) for k in range(6))
+        else:
+            idx, ts = np.zeros(0, np.int64), np.zeros(0, np.float64)
+            points = np.zeros((0, N_POINTS, 2), np.float32)
+            sigma = np.zeros((0, N_POINTS), np.float32)
+            valid, visible = np.zeros(0, bool), np.zeros((0, N_POINTS), bool)
+        T = int(valid.size)
         if T and not valid.any():
             log.warning("no face found in any of the %d frames; check the footage shows a face", T)
         elif T and not valid.all():
@@ -219,12 +264,11 @@ class MediaPipeAligner(Aligner):
         if progress is not None:
             progress("landmarks", 1.0, f"{int(valid.sum())}/{T} frames with a face")
         return LandmarkTrack(points=points, sigma=sigma, valid=valid, visible=visible,
-                             frame_index=np.array([r[0] for r in rows], dtype=np.int64),
-                             time_s=np.array([r[1] for r in rows], dtype=np.float64),
+                             frame_index=idx, time_s=ts,
                              image_size=(int(image_size[0]), int(image_size[1])), fps=float(fps),
                              scheme=self.scheme,
                              meta={"aligner": self.name, "face_index": self.face_index,
-                                   "frames_with_several_faces": n_multi, "sigma_model": "region×size/cos",
+                                   "frames_with_several_faces": int(n_multi), "sigma_model": "region×size/cos",
                                    "valid_frames": int(valid.sum())})
 
     def detect_image(self, rgb: np.ndarray) -> list[np.ndarray]:
