@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,42 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from .contract.events import ProgressCallback
-from .errors import FlameCapError, InputError, NoFaceError
+from .errors import InputError, NoFaceError
+from .headless_blender import NoBpyError
 
 log = logging.getLogger(__name__)
-
-# exit code of the Blender script when the Python has no bpy (shared with ``flamecap export``)
-from .commands.export import NO_BPY_EXIT  # noqa: E402
-
-_BLEND_SCRIPT = r"""
-import os, sys
-addon_parent, result, blend, fbx = sys.argv[1:5]
-try:
-    import bpy
-except ImportError as exc:
-    print(f"error: no bpy in this Python ({exc})", file=sys.stderr)
-    sys.exit(%d)
-sys.path.insert(0, addon_parent)
-from blender_addon import export_fbx, scene
-bpy.ops.wm.read_factory_settings(use_empty=True)
-try:
-    imp = scene.import_result(result, scene.ImportOptions(name="demo", camera=True, background=True))
-except scene.ResultImportError as exc:
-    print(f"error: {exc}", file=sys.stderr)
-    sys.exit(2)
-tmp = os.path.join(os.path.dirname(blend), ".scene.tmp.blend")
-bpy.ops.wm.save_as_mainfile(filepath=tmp, copy=True, compress=True)
-os.replace(tmp, blend)
-try:
-    s = export_fbx.export_fbx(fbx, [imp.rig, imp.camera], preset="blender")
-except export_fbx.FbxExportError as exc:
-    print(f"error: {exc}", file=sys.stderr)
-    sys.exit(2)
-bg = imp.camera.data.background_images[0].clip.name if imp.camera.data.background_images else ""
-print("DEMO", imp.mesh.name, len(imp.mesh.data.vertices), len(imp.mesh.data.shape_keys.key_blocks),
-      s["frame_start"], s["frame_end"], bg or "-")
-""" % NO_BPY_EXIT
-
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -102,25 +68,11 @@ class DemoOutcome:
 def run_blender_part(result: Path, blend: Path, fbx: Path, python: str = "", addon_dir: str = "",
                      timeout_s: float = 900) -> dict:
     """Build ``scene.blend`` and ``head.fbx`` from ``result`` in a headless-bpy subprocess. Raises
-    :class:`InputError` when that Python has no bpy, :class:`FlameCapError` when Blender fails."""
-    from .commands.export import _addon_parent
-    exe = python or sys.executable
-    argv = [exe, "-c", _BLEND_SCRIPT, str(_addon_parent(addon_dir)), str(result.resolve()), str(blend.resolve()),
-            str(fbx.resolve())]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
-    except FileNotFoundError:
-        raise InputError(f"Python not found: {exe}; pass --blender-python PATH (a Python with bpy)") from None
-    except subprocess.TimeoutExpired:
-        raise FlameCapError(f"Blender did not finish the demo scene within {timeout_s:.0f} s") from None
-    if proc.returncode == NO_BPY_EXIT:
-        raise InputError(f"no bpy (headless Blender) in {exe}")
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("DEMO ")), None)
-    if proc.returncode != 0 or line is None:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        err = next((ln for ln in reversed(lines) if ln.startswith("error: ")), lines[-1] if lines else "no output")
-        raise FlameCapError(f"the Blender part of the demo failed: {err.removeprefix('error: ')}")
-    _, mesh, n_verts, n_keys, f0, f1, clip = line.split(maxsplit=6)
+    :class:`~flamecap.headless_blender.NoBpyError` when that Python has no bpy, :class:`FlameCapError` when Blender fails."""
+    from .headless_blender import run_job
+    mesh, n_verts, n_keys, f0, f1, clip = run_job(
+        ["demo", str(result.resolve()), str(blend.resolve()), str(fbx.resolve())], python, addon_dir, timeout_s,
+        what="Blender part of the demo").split(maxsplit=5)
     return {"mesh": mesh, "vertices": int(n_verts), "shape_keys": int(n_keys), "frame_start": int(f0),
             "frame_end": int(f1), "background_clip": None if clip == "-" else clip}
 
@@ -176,9 +128,7 @@ def run_demo(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), blender
         try:
             info = run_blender_part(result, out / "scene.blend", out / "head.fbx", blender_python, addon_dir)
             blend, fbx = out / "scene.blend", out / "head.fbx"
-        except InputError as exc:
-            if "no bpy" not in str(exc):
-                raise
+        except NoBpyError:
             note = (f"bpy (headless Blender) is not installed here, so scene.blend and head.fbx were skipped; "
                     f"'pip install -e .[dev]' (bpy 5.0.1) or pass --blender-python, then import {result} in "
                     f"Blender")
