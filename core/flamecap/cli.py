@@ -54,6 +54,28 @@ def add_progress_argument(parser: argparse.ArgumentParser) -> None:
                         help="progress on stdout: text, JSON lines (for the Blender add-on), or none")
 
 
+def progress_reporter(mode: str, command: str | None = None, stream=None):
+    """What ``--progress MODE`` asks for, as ``(emitter, callback)``: ``jsonl`` → a JsonlEmitter on stdout (with a
+    ``start`` event when ``command`` is given) and its ``progress``; ``text`` → ``(None, printer)`` writing
+    ``[stage  42.0%] message`` to ``stream`` (stdout) at each new message or 10 % step; ``none`` → ``(None, None)``."""
+    if mode == "jsonl":
+        from .contract.events import JsonlEmitter
+        em = JsonlEmitter(sys.stdout)
+        if command:
+            em.emit("start", command=command)
+        return em, em.progress
+    if mode != "text":
+        return None, None
+    last = {"key": None}
+
+    def text(stage: str, fraction: float, message: str = "") -> None:
+        key = (stage, message, int(float(fraction) * 10))
+        if key != last["key"]:
+            last["key"] = key
+            print(f"[{stage} {float(fraction) * 100:5.1f}%] {message}", file=stream or sys.stdout, flush=True)
+    return None, text
+
+
 def main(argv: list[str] | None = None) -> int:
     global _ARGV
     _ARGV = list(sys.argv[1:] if argv is None else argv)

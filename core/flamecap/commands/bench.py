@@ -3,7 +3,6 @@ synthetic ground truth and real footage, and speed vs a per-frame Adam baseline 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..cli import add_progress_argument
@@ -29,24 +28,13 @@ def cmd_bench(args) -> int:
     from dataclasses import replace
 
     from ..bench import DEFAULT_BASELINE, BenchConfig, headline_table, run_bench
-    from ..contract.events import JsonlEmitter
+    from ..cli import progress_reporter
     cfg = BenchConfig.quick_preset() if args.quick else BenchConfig.full()
     if args.baseline_steps is not None:
         cfg = replace(cfg, baseline_steps=args.baseline_steps)
     if args.no_grid:
         cfg = replace(cfg, grid_clips=0)
-    emitter = JsonlEmitter(sys.stdout) if args.progress == "jsonl" else None
-    progress = None
-    if emitter:
-        emitter.emit("start", command="bench")
-        progress = emitter.progress
-    elif args.progress == "text":
-        last = {"msg": None}
-
-        def progress(stage: str, fraction: float, message: str = "") -> None:
-            if message != last["msg"]:
-                last["msg"] = message
-                print(f"[{stage}] {message}", flush=True)
+    emitter, progress = progress_reporter(args.progress, command="bench")
     report = run_bench(args.out, cfg, grid=args.grid, reference=args.reference,
                        baseline=args.baseline or DEFAULT_BASELINE, progress=progress)
     out = Path(args.out).resolve()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from ..cli import add_progress_argument
 
@@ -25,23 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args) -> int:
-    from ..contract.events import JsonlEmitter
+    from ..cli import progress_reporter
     from ..demo import DemoConfig, run_demo
     from .synth import parse_size
     w, h = parse_size(args.size)
     cfg = DemoConfig(n_frames=args.frames, width=w, height=h, quality=args.quality)
-    emitter = JsonlEmitter(sys.stdout) if args.progress == "jsonl" else None
-    progress = None
-    if emitter:
-        emitter.emit("start", command="demo")
-        progress = emitter.progress
-    elif args.progress == "text":
-        last = {"msg": None}
-
-        def progress(stage: str, fraction: float, message: str = "") -> None:
-            if stage == "demo" and message != last["msg"]:
-                last["msg"] = message
-                print(f"[demo] {message}", flush=True)
+    emitter, progress = progress_reporter(args.progress, command="demo")
     o = run_demo(args.out, cfg, blender=not args.no_blender, blender_python=args.blender_python,
                  addon_dir=args.addon_dir, progress=progress)
     if emitter:

@@ -10,11 +10,10 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..cli import add_progress_argument
+from ..cli import add_progress_argument, progress_reporter
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -76,21 +75,6 @@ def load_head_model(spec: str):
     return load_model(spec)
 
 
-def _progress(args):
-    mode = getattr(args, "progress", "text")
-    if mode == "jsonl":
-        from ..contract.events import JsonlEmitter
-        em = JsonlEmitter(sys.stdout)
-        em.emit("start", command="dense train")
-        return em, em.progress
-    if mode == "text":
-        def cb(stage, frac, msg):
-            if msg.endswith("0") or frac >= 1.0:
-                print(f"[{stage} {100 * frac:5.1f}%] {msg}", flush=True)
-        return None, cb
-    return None, None
-
-
 def cmd_train(args) -> int:
     from ..dense.data import SynthConfig
     from ..dense.train import TrainConfig, train
@@ -107,7 +91,7 @@ def cmd_train(args) -> int:
     if args.resume and not out.is_file():
         raise InputError(f"--resume: no checkpoint at {out}; drop --resume to start a new run")
     model = load_head_model(args.model)
-    em, cb = _progress(args)
+    em, cb = progress_reporter(getattr(args, "progress", "text"), command="dense train")
     res = train(cfg, model, out, resume=args.resume, progress=cb)
     summary = {"checkpoint": str(res.path), "step": res.step, "eval": asdict(res.eval) if res.eval else None}
     if em is not None:

@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from ..cli import progress_reporter
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_identity)
 
 
-def _progress(args):
-    if args.progress == "jsonl":
-        from ..contract.events import JsonlEmitter
-        em = JsonlEmitter(sys.stdout)
-        return em, em.progress
-    if args.progress == "text":
-        def text(stage, fraction, message=""):
-            print(f"[{stage} {fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
-        return None, text
-    return None, None
-
-
 def cmd_add_weights(args) -> int:
     from ..errors import InputError
     from ..identity.checkpoint import install_weights
@@ -92,7 +81,7 @@ def cmd_train(args) -> int:
     weights = checkpoint.resolve_weights(args.weights)
     net = mica.load_mica(weights, encoder_path=args.encoder_weights, device=args.device, require_mapping=False)
     ds = train.ShapePairDataset([a for a, _ in pairs], [b for _, b in pairs])
-    emitter, progress = _progress(args)
+    emitter, progress = progress_reporter(args.progress, stream=sys.stderr)
     if emitter:
         emitter.emit("start", command="identity train", input=str(folder))
     before = train.evaluate_loss(net, ds, model)
@@ -132,7 +121,7 @@ def cmd_identity(args) -> int:
     n_shape = args.n_shape or (model.n_shape if model is not None else mica.MICA_N_SHAPE)
     if n_shape < 1:
         raise InputError(f"--n-shape must be >= 1, got {n_shape}")
-    emitter, progress = _progress(args)
+    emitter, progress = progress_reporter(args.progress, stream=sys.stderr)
     if emitter:
         emitter.emit("start", command="identity", input=str(src))
     weights = checkpoint.resolve_weights(args.weights)  # one-line error with instructions when absent

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 from ..errors import InputError, NoFaceError
+from ..cli import progress_reporter
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(handler=cmd_embed)
 
 
-def _progress(args):
-    if args.progress == "jsonl":
-        from ..contract.events import JsonlEmitter
-        em = JsonlEmitter(sys.stdout)
-        return em, em.progress
-    if args.progress == "none":
-        return None, None
-    state = {"last": -1}
-
-    def text(stage: str, fraction: float, message: str = "") -> None:
-        step = int(fraction * 10)
-        if step != state["last"]:
-            state["last"] = step
-            print(f"[{stage}] {fraction * 100:5.1f}% {message}", flush=True)
-    return None, text
-
-
 def cmd_landmarks(args) -> int:
     from ..landmarks import get_aligner, track_footage
     from ..video import open_footage
     from ..contract.npzio import check_output_path
-    em, prog = _progress(args)
+    em, prog = progress_reporter(args.progress)
     if em:
         em.emit("start", command="landmarks", footage=str(args.footage))
     check_output_path(args.output, what="landmarks output")  # fail before tracking, not after
@@ -109,7 +92,7 @@ def _load_model(spec):
 
 def cmd_embed(args) -> int:
     from ..embedding import compare_bindings, mediapipe_embedding_report, official_binding
-    em, prog = _progress(args)
+    em, prog = progress_reporter(args.progress)
     if em:
         em.emit("start", command="embed", model=str(args.model))
     model = _load_model(args.model)

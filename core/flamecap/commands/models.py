@@ -24,6 +24,7 @@ from typing import Callable
 
 from .. import paths
 from ..errors import DownloadError, InputError, ModelError
+from ..cli import progress_reporter
 
 log = logging.getLogger(__name__)
 
@@ -357,21 +358,12 @@ def _read_credentials(args) -> tuple[str, str]:
     return username, password
 
 
-def _progress_fn(mode: str) -> ProgressFn | None:
-    if mode == "jsonl":
-        from ..contract.events import JsonlEmitter
-        return JsonlEmitter(sys.stdout).progress
-    if mode == "text":
-        return lambda stage, fraction, message: print(f"{fraction * 100:5.1f}%  {message}", flush=True)
-    return None
-
-
 def cmd_download(args) -> int:
     from ..flame.io import add_model_file
     spec = DOWNLOADS[args.release]
     url = download_url(args.url_base, spec.archive)
     username, password = _read_credentials(args)
-    progress = _progress_fn(args.progress)
+    progress = progress_reporter(args.progress)[1]
     jsonl = args.progress == "jsonl"
     if jsonl:
         from ..contract.events import encode_event

@@ -57,19 +57,15 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def cmd_synth(args) -> int:
-    import sys
-
-    from ..contract.events import JsonlEmitter
+    from ..cli import progress_reporter
     from ..synth import SynthConfig, render_clip
     from ..contract.npzio import check_output_path
     w, h = parse_size(args.size)
     check_output_path(Path(args.out) / "gt.npz", what="synth output")  # before building/rendering anything
     cfg = SynthConfig(n_frames=args.frames, fps=args.fps, width=w, height=h, yaw_max_deg=args.yaw, seed=args.seed)
     model = resolve_head_model(args.model)
-    emitter = JsonlEmitter(sys.stdout) if args.progress == "jsonl" else None
-    if emitter:
-        emitter.emit("start", command="synth")
-    gt = render_clip(model, args.out, cfg, progress=emitter.progress if emitter else None)
+    emitter, progress = progress_reporter(args.progress, command="synth")
+    gt = render_clip(model, args.out, cfg, progress=progress)
     if emitter:
         emitter.emit("done", result=str(Path(gt).resolve()))
     elif args.progress == "text":
