@@ -28,11 +28,13 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="bpy (headless Blender) is not installed"))
 
 
-def run_scenario(name: str, args: dict, tmp_path: Path, env: dict | None = None, timeout: float = 300) -> dict:
+def run_scenario(name: str, args: dict, tmp_path: Path, env: dict | None = None, timeout: float = 300,
+                 script: Path | None = None) -> dict:
+    """Run scenario ``name`` of ``script`` (default scenarios.py) in a clean Python with bpy; its RESULT line."""
     home = tmp_path / "blender_user"
     home.mkdir(exist_ok=True)
     full_env = dict(os.environ, BLENDER_USER_RESOURCES=str(home), **(env or {}))
-    proc = subprocess.run([sys.executable, str(HERE / "scenarios.py"), name, json.dumps(args)],
+    proc = subprocess.run([sys.executable, str(script or HERE / "scenarios.py"), name, json.dumps(args)],
                           capture_output=True, text=True, env=full_env, timeout=timeout, cwd=str(tmp_path))
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:

@@ -5,13 +5,13 @@ mesh at sampled frames. Each scenario runs in a clean ``python3`` subprocess (th
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import run_scenario
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -20,15 +20,7 @@ pytestmark = pytest.mark.blender
 
 
 def _run(name: str, args: dict, tmp_path: Path) -> dict:
-    home = tmp_path / "blender_user"
-    home.mkdir(exist_ok=True)
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(home))
-    proc = subprocess.run([sys.executable, str(Path(__file__)), name, json.dumps(args)], capture_output=True,
-                          text=True, env=env, timeout=300, cwd=str(tmp_path))
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        raise AssertionError(f"scenario {name} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-5000:]}")
-    return json.loads(line[len("RESULT "):])
+    return run_scenario(name, args, tmp_path, script=Path(__file__))
 
 
 def _write_source(path: Path, n_frames: int = 10):
