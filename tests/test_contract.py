@@ -169,11 +169,11 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     write_npz_atomic(target, {"a": np.arange(3)}, {"x": 1})
     before = target.read_bytes()
 
-    def boom(fh, **kw):
+    def boom(fh, arr, **kw):
         fh.write(b"partial garbage")
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez_compressed", boom)
+    monkeypatch.setattr(np.lib.format, "write_array", boom)
     with pytest.raises(OSError, match="disk full"):
         write_npz_atomic(target, {"a": np.arange(5)}, {"x": 2})
     assert target.read_bytes() == before                   # old file untouched

@@ -112,6 +112,27 @@ def test_several_faces_follow_one(grid_dir):
         assert tr.meta["frames_with_several_faces"] == 6
 
 
+def test_single_face_handover_gives_the_same_landmarks(grid_dir, monkeypatch):
+    """A face found alone is tracked by the single-face graph (no per-frame detector) and handed back to
+    the multi-face graph when lost: the landmarks are bit-identical to multi-face tracking throughout."""
+    from flamecap.landmarks import mediapipe_aligner as mpa
+    frames = [(i, t, np.full_like(img, 90) if 10 <= i < 15 else img)       # face gone on frames 10..14
+              for i, t, img in open_footage(grid_dir / "bbaf2n.mpg", end=30)]
+    size = frames[0][2].shape[1::-1]
+    switches = []
+    real_switch = mpa._Graphs.switch
+    monkeypatch.setattr(mpa._Graphs, "switch", lambda g, single: (switches.append(single), real_switch(g, single)))
+    fast = get_aligner("mediapipe").track(iter(frames), size, 25.0)
+    assert switches == [True, False, True]          # hand-over, lost on frame 10, hand-over on its return
+    real_init = mpa._Graphs.__init__
+    monkeypatch.setattr(mpa._Graphs, "__init__", lambda g, make, n, may_switch=True: real_init(g, make, n, False))
+    plain = get_aligner("mediapipe").track(iter(frames), size, 25.0)
+    np.testing.assert_array_equal(fast.valid, plain.valid)
+    assert (~fast.valid[10:15]).all() and fast.valid[15:].all()
+    np.testing.assert_array_equal(fast.points, plain.points)
+    np.testing.assert_array_equal(fast.sigma, plain.sigma)
+
+
 def test_file_aligner_csv_wide_long_and_npz(tmp_path, caplog):
     wide = tmp_path / "wide.csv"
     wide.write_text("# my points\nframe,x0,y0,x1,y1\n0,1.5,2.5,3.5,4.5\n2,5,6,,\n")

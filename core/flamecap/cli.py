@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from .contract.errors import ContractError
@@ -116,5 +117,19 @@ def _report_error(message: str, code: int, jsonl: bool) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
+def run() -> None:
+    """Console entry point (``flamecap``, ``python -m flamecap``): :func:`main`, then exit without the
+    interpreter's teardown of torch and MediaPipe (0.6 s on 2 cores). Every output is written atomically and
+    closed before ``main`` returns; only the standard streams and logging need flushing."""
+    rc = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # reader gone / closed: nothing left to deliver
+            pass
+    logging.shutdown()
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

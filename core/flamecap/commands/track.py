@@ -23,7 +23,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity-weight", type=float, default=2.0, help="strength of the identity prior")
     p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default: estimated)")
     p.add_argument("--no-temporal", action="store_true", help="unordered images: no temporal smoothing term")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the networks run (--aligner dense, --identity mica); the fitter uses the CPU")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,18 +96,13 @@ def _load_model(spec):
     return load_model(spec)
 
 
-def _config(args, n_frames: int):
-    from ..fit import FitConfig
-    device = args.device
-    if device == "auto":
-        try:
-            import torch
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            device = "cpu"
+def _config(args):
+    """Fitter settings from the command line (torch-free: called before any work to refuse bad values).
+    The fitter runs on the CPU (its small batched solves are faster there); ``--device`` picks where the
+    networks run (``--aligner dense``, ``--identity mica``)."""
+    from ..fit.config import FitConfig
     return FitConfig.preset(args.quality, focal_px=args.focal, temporal=not args.no_temporal,
-                            w_shape_prior=args.identity_weight if args.identity == "mica" else 0.0,
-                            device="cpu")
+                            w_shape_prior=args.identity_weight if args.identity == "mica" else 0.0)
 
 
 def _binding_for(track, model, aligner_name: str, aligner=None):
@@ -126,7 +122,7 @@ def _check_before_work(args) -> None:
     """Refuse bad settings and an unwritable output before any slow work (landmarks, fitting)."""
     from ..contract.npzio import check_output_path
     check_output_path(args.output, what="result")
-    _config(args, 0)   # validates --focal, --quality ... (raises InputError)
+    _config(args)   # validates --focal, --quality ... (raises InputError)
 
 
 def _fit_and_write(args, track, model, binding, prog: _Progress, source: dict, aligner_name: str,
@@ -136,7 +132,7 @@ def _fit_and_write(args, track, model, binding, prog: _Progress, source: dict, a
     if not track.valid.any():
         raise NoFaceError(f"no face found in any of the {track.n_frames} frames; check the footage shows a "
                           f"face (frontal, not too small) or the --start/--end range")
-    cfg = _config(args, track.n_frames)
+    cfg = _config(args)
     fit = fit_track(track, binding, model, cfg, shape_prior=shape_prior, progress=prog)
     prog("write", 0.0, "writing result")
     result = build_result(fit, track, model, source=source, aligner=aligner_name, quality=args.quality,
@@ -156,26 +152,11 @@ def _fit_and_write(args, track, model, binding, prog: _Progress, source: dict, a
     return out
 
 
-def _preload_fitter() -> None:
-    """Import the fitter (torch: ~1 s) in a background thread while the landmark pass runs; MediaPipe's
-    inference releases the GIL, so the two overlap. Any import error surfaces later, in the main thread."""
-    import threading
-
-    def work():
-        try:
-            import flamecap.fit  # noqa: F401
-        except Exception:  # noqa: BLE001 - re-raised by the main thread's own import
-            pass
-
-    threading.Thread(target=work, name="flamecap-preload", daemon=True).start()
-
-
 def cmd_track(args) -> int:
     from ..landmarks import get_aligner, track_footage
     from ..landmarks.base import LandmarkTrack
     from ..video import open_footage
     t0 = time.perf_counter()
-    _preload_fitter()
     with_mica = args.identity == "mica"
     spans = {"load": (0.0, 0.02), "landmarks": (0.02, 0.6), "identity": (0.6, 0.7) if with_mica else (0.6, 0.6),
              "fit": (0.7 if with_mica else 0.6, 0.85), "refine": (0.85, 0.97), "write": (0.97, 1.0)}
@@ -186,9 +167,14 @@ def cmd_track(args) -> int:
     footage = open_footage(args.footage, start=args.start, end=args.end, stride=args.stride, fps=args.fps)
     prog("load", 0.0, "loading model")
     model = _load_model(args.model)
+    # the fitter's torch import (~1 s) now rather than during or after the landmark pass: imports hold the
+    # GIL, so a background import stalls MediaPipe's thread (measured: 0.35 s slower end to end)
+    import flamecap.fit.tracker  # noqa: F401
     options = {}
-    if args.aligner == "dense" and args.weights:
-        options["weights"] = args.weights
+    if args.aligner == "dense":
+        options["device"] = args.device
+        if args.weights:
+            options["weights"] = args.weights
     if args.aligner == "file":
         if not args.points:
             raise InputError("--aligner file needs --points FILE (CSV or .npz with the 2D points)")
@@ -211,7 +197,8 @@ def cmd_track(args) -> int:
     shape_prior = None
     if with_mica:
         from ..identity.mica import estimate_shape_from_footage
-        shape_prior = estimate_shape_from_footage(args.footage, model, args.identity_weights, progress=prog)
+        shape_prior = estimate_shape_from_footage(args.footage, model, args.identity_weights, progress=prog,
+                                                  device=None if args.device == "auto" else args.device)
     source = {"path": str(Path(args.footage).resolve()), "kind": footage.kind, "n_frames": track.n_frames,
               "start": args.start, "end": args.end, "stride": args.stride}
     _fit_and_write(args, track, model, binding, prog, source, aligner.name, shape_prior, t0,
@@ -240,7 +227,8 @@ def cmd_fit(args) -> int:
             raise InputError("--identity mica needs the footage; the landmarks file does not record it: use "
                              "'flamecap track FOOTAGE --identity mica'")
         from ..identity.mica import estimate_shape_from_footage
-        shape_prior = estimate_shape_from_footage(footage, model, args.identity_weights, progress=prog)
+        shape_prior = estimate_shape_from_footage(footage, model, args.identity_weights, progress=prog,
+                                                  device=None if args.device == "auto" else args.device)
     source = {"path": str(Path(args.landmarks).resolve()), "kind": "landmarks", "n_frames": track.n_frames}
     _fit_and_write(args, track, model, binding, prog, source, aligner_name, shape_prior, t0)
     return 0

@@ -51,10 +51,10 @@ class FitConfig:
     chunk_frames: int = 200           # temporal refinement window
     chunk_overlap: int = 16
     iters_rigid: int = 8
-    iters_track: int = 6
+    iters_track: int = 4
     iters_identity: int = 10
-    iters_joint: int = 6
-    iters_temporal: int = 3
+    iters_joint: int = 4
+    iters_temporal: int = 2
     min_points: int = 6               # fewer visible points → frame invalid
     vertex_offsets: bool = False      # shared per-vertex offsets (Laplacian-regularised), production
     w_offsets_laplacian: float = 1e6  # on |L δ|² (δ metres, uniform mesh Laplacian)
