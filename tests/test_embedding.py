@@ -105,3 +105,34 @@ def test_cli_embed_reference_head_meets_3mm(flame_reference_dir, tmp_path, capsy
     assert main(["embed", "--model", str(path), "--progress", "none"]) == 0
     out = capsys.readouterr().out
     assert "[cached]" in out and "vs official embedding" in out
+
+
+def test_inner_lips_calibrated_with_the_mouth_open(flame_reference_dir):
+    """On the closed neutral mouth MediaPipe's upper and lower inner lip points coincide; calibrated on
+    open-jaw renders, the lower ones bind where the jaw moves the surface and the upper ones where it
+    does not, so a fitted mouth can open them (on the closed mouth alone all of them land on the upper lip)."""
+    from flamecap.embedding import INNER_LIPS, open_jaw_vertices
+    from flamecap.flame.synthetic import flame_reference_head
+    m = flame_reference_head(flame_reference_dir, n_expr=10)
+    rep = mediapipe_embedding_report(m, FAST, cache=False)
+    W = np.asarray(m["weights"])[:, 2]                                   # jaw skinning weight
+    F = np.asarray(m.faces)
+
+    def jaw_weight(k):
+        r = np.flatnonzero(rep.binding.point_index == k)[0]
+        return float(rep.binding.bary[r] @ W[F[rep.binding.face_idx[r]]])
+
+    lower, upper = (14, 87, 317), (13, 82, 312)
+    assert all(rep.kept[k] for k in lower + upper)
+    assert min(jaw_weight(k) for k in lower) > 0.6 and max(jaw_weight(k) for k in upper) < 0.3
+    assert rep.n_renders == FAST.n_renders + FAST.n_open_renders
+    # without the open-mouth renders (a bare template has no rig) the pairs collapse onto one lip
+    closed = mediapipe_embedding_report(FlameModelData(arrays={k: m[k] for k in ("v_template", "faces",
+                                                                                  "vertex_albedo")}),
+                                        FAST, cache=False)
+    pos = surface_points(m["v_template"], F, closed.binding.face_idx, closed.binding.bary)
+    at = {k: pos[np.flatnonzero(closed.binding.point_index == k)[0]] for k in (13, 14) if closed.kept[k]}
+    if len(at) == 2:
+        assert np.linalg.norm(at[13] - at[14]) < 1e-3
+    assert open_jaw_vertices(FlameModelData(arrays={"v_template": m["v_template"], "faces": F}), 12.0) is None
+    assert set(INNER_LIPS) >= set(lower + upper)

@@ -10,6 +10,9 @@ FlameCap calibrates its own for the model at hand:
 3. Back-project each detected 2D point onto the surface: the rasterizer's face id + barycentrics at that
    pixel give a point on the mesh (its depth is the z-buffer's). Samples where the surface is seen at a
    grazing angle (cos < ``min_cos``) or that fall on the background are discarded.
+   The inner-lip points are calibrated on a second set of renders with the jaw open
+   (``open_jaw_deg``, FLAME skinning): on the closed neutral mouth the upper and lower inner lip points
+   coincide in the image and would both land on the upper lip, and the fitted mouth could never open them.
 4. Combine per point across views robustly: the geometric median (Weiszfeld) of the 3D samples; its
    spread is the median distance of the samples to it. A point is kept when it was seen in at least
    ``min_views`` renders and its spread is at most ``max_spread_mm``; points that slide with the view
@@ -39,8 +42,10 @@ from .landmarks.base import SurfaceBinding
 log = logging.getLogger(__name__)
 
 N_MP = 478
-CALIB_VERSION = 1
+CALIB_VERSION = 2   # 2: inner lips from open-mouth renders
 SKIN_RGB = (0.87, 0.68, 0.58)
+# MediaPipe's inner lip contour (FACEMESH_LIPS, inner ring): bound from the open-mouth renders
+INNER_LIPS = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class CalibrationConfig:
     max_spread_mm: float = 4.0
     min_cos: float = 0.15
     background: int = 110
+    open_jaw_deg: float = 12.0        # jaw opening of the inner-lip renders (models with a jaw)
+    open_yaws_deg: tuple[float, ...] = (-20.0, 0.0, 20.0)
+    open_pitches_deg: tuple[float, ...] = (-8.0, 8.0)
 
     def __post_init__(self):
         if not self.yaws_deg or not self.pitches_deg or not self.lights:
@@ -67,6 +75,10 @@ class CalibrationConfig:
     @property
     def n_renders(self) -> int:
         return len(self.yaws_deg) * len(self.pitches_deg) * len(self.lights)
+
+    @property
+    def n_open_renders(self) -> int:
+        return len(self.open_yaws_deg) * len(self.open_pitches_deg) * len(self.lights)
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True, default=list).encode()).hexdigest()[:8]
@@ -166,61 +178,103 @@ def _view_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     return Rx @ Ry
 
 
-def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albedo: np.ndarray | None = None,
-                                  config: CalibrationConfig = CalibrationConfig(),
-                                  progress: ProgressCallback | None = None) -> EmbeddingReport:
-    """Self-calibrate the 478-point MediaPipe binding of the mesh ``vertices`` (V, 3) metres (FLAME world
-    axes: +Y up, +Z toward the viewer), ``faces`` (F, 3) (see module docstring)."""
+def _render_samples(fm, v_rest: np.ndarray, v_pose: np.ndarray, f: np.ndarray, col: np.ndarray,
+                    yaws, pitches, config: CalibrationConfig):
+    """Render ``v_pose`` from each view and light; per render yield None (no face) or a list of (MediaPipe
+    index, rest-space surface point) for the points that land on the mesh at a usable angle. The face id
+    and barycentrics under a point are the same on the posed and the rest mesh, so samples are rest-space."""
     from .landmarks.mediapipe_aligner import MediaPipeAligner
     from .render import rasterize, render_rgb
-    from mediapipe.python.solutions import face_mesh
-
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    centre = 0.5 * (v.min(0) + v.max(0))
-    vc0 = v - centre
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    centre = 0.5 * (v_pose.min(0) + v_pose.max(0))
+    vc0 = v_pose - centre
+    fn = np.cross(v_pose[f[:, 1]] - v_pose[f[:, 0]], v_pose[f[:, 2]] - v_pose[f[:, 0]])
     fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-15)
     S = config.image_size
     K = np.array([[config.focal_px, 0, S / 2], [0, config.focal_px, S / 2], [0, 0, 1.0]])
     flip = np.array([1.0, -1.0, -1.0])  # FLAME world → OpenCV camera (DEFAULT_CAM_R)
+    for yaw in yaws:
+        for pitch in pitches:
+            R = _view_rotation(yaw, pitch)
+            v_cam = (vc0 @ R.T) * flip + np.array([0.0, 0.0, config.distance_m])
+            frags = rasterize(v_cam, f, K, (S, S))
+            n_cam = (fn @ R.T) * flip
+            for light in config.lights:
+                img = render_rgb(v_cam, f, K, (S, S), albedo=col, light_dir=light,
+                                 background=(config.background,) * 3, fragments=frags)
+                faces_px = MediaPipeAligner._faces_px(fm.process(img), S, S)
+                if not faces_px:
+                    log.debug("no face on render yaw=%s pitch=%s light=%s", yaw, pitch, light)
+                    yield None
+                    continue
+                xy = faces_px[0][:, :2]
+                colp = np.floor(xy[:, 0]).astype(np.int64)
+                rowp = np.floor(xy[:, 1]).astype(np.int64)
+                inside = (colp >= 0) & (colp < S) & (rowp >= 0) & (rowp < S)
+                found = []
+                for j in np.nonzero(inside)[0]:
+                    fid = frags.face_id[rowp[j], colp[j]]
+                    if fid < 0:
+                        continue
+                    b = frags.bary[rowp[j], colp[j]].astype(np.float64)
+                    p_cam = b @ v_cam[f[fid]]
+                    cos = -float(n_cam[fid] @ p_cam) / max(float(np.linalg.norm(p_cam)), 1e-12)
+                    if cos >= config.min_cos:
+                        found.append((int(j), b @ v_rest[f[fid]]))
+                yield found
+
+
+RIG_KEYS = ("shapedirs", "exprdirs", "posedirs", "J_regressor", "weights", "parents")
+
+
+def open_jaw_vertices(model: FlameModelData, degrees: float) -> np.ndarray | None:
+    """``v_template`` with the jaw opened by ``degrees`` (FLAME skinning with pose correctives), (V, 3);
+    None for a mesh without FLAME's rig (e.g. a bare template)."""
+    if not all(k in model for k in RIG_KEYS):
+        return None
+    import torch
+
+    from .flame.layer import FlameLayer, FlameParams
+    layer = FlameLayer(model, dtype=torch.float64)
+    jaw = torch.tensor([[np.radians(degrees), 0.0, 0.0]], dtype=torch.float64)
+    with torch.no_grad():
+        return layer(FlameParams(jaw_pose=jaw)).vertices[0].numpy()
+
+
+def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albedo: np.ndarray | None = None,
+                                  config: CalibrationConfig = CalibrationConfig(),
+                                  progress: ProgressCallback | None = None,
+                                  open_mouth_vertices: np.ndarray | None = None) -> EmbeddingReport:
+    """Self-calibrate the 478-point MediaPipe binding of the mesh ``vertices`` (V, 3) metres (FLAME world
+    axes: +Y up, +Z toward the viewer), ``faces`` (F, 3) (see module docstring). ``open_mouth_vertices``
+    (V, 3): the same mesh with the jaw open; when given, the inner-lip points come from its renders."""
+    from mediapipe.python.solutions import face_mesh
+
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
     col = np.tile(SKIN_RGB, (len(v), 1)) if albedo is None else np.asarray(albedo, dtype=np.float64)
     samples: list[list[np.ndarray]] = [[] for _ in range(N_MP)]
+    passes = [(v, config.yaws_deg, config.pitches_deg, np.ones(N_MP, bool))]
+    if open_mouth_vertices is not None:
+        lips = np.zeros(N_MP, bool)
+        lips[list(INNER_LIPS)] = True
+        passes[0][3][lips] = False
+        passes.append((np.asarray(open_mouth_vertices, dtype=np.float64), config.open_yaws_deg,
+                       config.open_pitches_deg, lips))
+    n_total = sum(len(y) * len(p) for _, y, p, _ in passes) * len(config.lights)
     n_detected = 0
-    k = 0
+    done = 0
     with face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1,
                             min_detection_confidence=0.3) as fm:
-        for yaw in config.yaws_deg:
-            for pitch in config.pitches_deg:
-                R = _view_rotation(yaw, pitch)
-                v_cam = (vc0 @ R.T) * flip + np.array([0.0, 0.0, config.distance_m])
-                frags = rasterize(v_cam, f, K, (S, S))
-                n_cam = (fn @ R.T) * flip
-                for light in config.lights:
-                    k += 1
-                    img = render_rgb(v_cam, f, K, (S, S), albedo=col, light_dir=light,
-                                     background=(config.background,) * 3, fragments=frags)
-                    faces_px = MediaPipeAligner._faces_px(fm.process(img), S, S)
-                    if progress is not None:
-                        progress("embedding", k / config.n_renders, f"render {k}/{config.n_renders}")
-                    if not faces_px:
-                        log.debug("no face on render yaw=%s pitch=%s light=%s", yaw, pitch, light)
-                        continue
-                    n_detected += 1
-                    xy = faces_px[0][:, :2]
-                    colp = np.floor(xy[:, 0]).astype(np.int64)
-                    rowp = np.floor(xy[:, 1]).astype(np.int64)
-                    inside = (colp >= 0) & (colp < S) & (rowp >= 0) & (rowp < S)
-                    for j in np.nonzero(inside)[0]:
-                        fid = frags.face_id[rowp[j], colp[j]]
-                        if fid < 0:
-                            continue
-                        b = frags.bary[rowp[j], colp[j]].astype(np.float64)
-                        p_model = b @ v[f[fid]]
-                        p_cam = b @ v_cam[f[fid]]
-                        cos = -float(n_cam[fid] @ p_cam) / max(float(np.linalg.norm(p_cam)), 1e-12)
-                        if cos < config.min_cos:
-                            continue
+        for v_pose, yaws, pitches, which in passes:
+            for found in _render_samples(fm, v, v_pose, f, col, yaws, pitches, config):
+                done += 1
+                if progress is not None:
+                    progress("embedding", done / n_total, f"render {done}/{n_total}")
+                if found is None:
+                    continue
+                n_detected += 1
+                for j, p_model in found:
+                    if which[j]:
                         samples[j].append(p_model)
     if n_detected == 0:
         raise NoFaceError("MediaPipe found no face on any render of the neutral mesh; the model does not look "
@@ -242,10 +296,10 @@ def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albed
     binding = SurfaceBinding(point_index=idx, face_idx=face_idx, bary=bary,
                              topology_hash=topology_hash(f, len(v)), source="self-calibrated")
     rep = EmbeddingReport(binding=binding, positions=positions, n_views=n_views, spread_mm=spread, kept=kept,
-                          n_renders=config.n_renders, n_detected=n_detected,
+                          n_renders=n_total, n_detected=n_detected,
                           stats={"min_views": config.min_views, "max_spread_mm": config.max_spread_mm})
     log.info("self-calibrated MediaPipe embedding: %d kept, %d dropped (%d/%d renders with a face)",
-             rep.n_kept, rep.n_dropped, n_detected, config.n_renders)
+             rep.n_kept, rep.n_dropped, n_detected, n_total)
     return rep
 
 
@@ -273,7 +327,8 @@ def mediapipe_embedding_report(model: FlameModelData, config: CalibrationConfig 
         except Exception as exc:  # a corrupt cache is rebuilt, never fatal
             log.warning("ignoring unreadable embedding cache %s (%s)", path, exc)
     albedo = model["vertex_albedo"] if "vertex_albedo" in model else None
-    rep = calibrate_mediapipe_embedding(model["v_template"], model.faces, albedo, config, progress)
+    rep = calibrate_mediapipe_embedding(model["v_template"], model.faces, albedo, config, progress,
+                                        open_mouth_vertices=open_jaw_vertices(model, config.open_jaw_deg))
     if cache:
         b = rep.binding
         write_npz_atomic(path, {"point_index": b.point_index, "face_idx": b.face_idx, "bary": b.bary,
