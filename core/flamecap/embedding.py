@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .contract.events import ProgressCallback
-from .contract.model_format import FlameModelData, topology_hash
+from .contract.model_format import MODEL_SCHEMA, FlameModelData, topology_hash
 from .contract.npzio import read_npz, write_npz_atomic
 from .errors import ModelError, NoFaceError
 from .geometry import closest_barycentric
@@ -223,13 +223,10 @@ def _render_samples(fm, v_rest: np.ndarray, v_pose: np.ndarray, f: np.ndarray, c
                 yield found
 
 
-RIG_KEYS = ("shapedirs", "exprdirs", "posedirs", "J_regressor", "weights", "parents")
-
-
 def open_jaw_vertices(model: FlameModelData, degrees: float) -> np.ndarray | None:
     """``v_template`` with the jaw opened by ``degrees`` (FLAME skinning with pose correctives), (V, 3);
-    None for a mesh without FLAME's rig (e.g. a bare template)."""
-    if not all(k in model for k in RIG_KEYS):
+    None for a mesh without FLAME's rig (e.g. a bare template: not all of the model format's required arrays)."""
+    if not all(k in model for k, (_, _, required) in MODEL_SCHEMA.items() if required):
         return None
     import torch
 
@@ -253,11 +250,12 @@ def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albed
     f = np.asarray(faces, dtype=np.int64)
     col = np.tile(SKIN_RGB, (len(v), 1)) if albedo is None else np.asarray(albedo, dtype=np.float64)
     samples: list[list[np.ndarray]] = [[] for _ in range(N_MP)]
-    passes = [(v, config.yaws_deg, config.pitches_deg, np.ones(N_MP, bool))]
+    # (mesh to render, yaws, pitches, which points take samples from its renders)
+    lips = np.zeros(N_MP, bool)
     if open_mouth_vertices is not None:
-        lips = np.zeros(N_MP, bool)
         lips[list(INNER_LIPS)] = True
-        passes[0][3][lips] = False
+    passes = [(v, config.yaws_deg, config.pitches_deg, ~lips)]
+    if open_mouth_vertices is not None:
         passes.append((np.asarray(open_mouth_vertices, dtype=np.float64), config.open_yaws_deg,
                        config.open_pitches_deg, lips))
     n_total = sum(len(y) * len(p) for _, y, p, _ in passes) * len(config.lights)

@@ -235,7 +235,7 @@ class MediaPipeAligner(Aligner):
         last_c, last_t, size = None, -np.inf, None
         t0 = time.monotonic()
         graphs = _Graphs(self._facemesh, self.max_num_faces, may_switch=not self.static_image_mode)
-        tracked = False   # did the multi-face graph see any face on the previous frame (tracking state)?
+        tracked = False   # did the multi-face graph see a face on the previous frame? (never while single)
         try:
             for k, (idx, ts, rgb) in enumerate(frames):
                 if rgb.shape[:2] != (h, w):
@@ -248,7 +248,6 @@ class MediaPipeAligner(Aligner):
                     graphs.switch(single=False)
                     faces = self._faces_px(graphs.process(image), w, h)
                     chosen = self._follow(faces, last_c, last_t, ts, size)
-                    tracked = False
                 if (not graphs.single and graphs.may_switch and not tracked and chosen is not None
                         and len(faces) == 1):             # found alone by detection: track it on its own
                     graphs.switch(single=True)
