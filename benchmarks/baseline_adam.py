@@ -73,7 +73,7 @@ def fit_adam_per_frame(points: np.ndarray, sigma: np.ndarray, valid: np.ndarray,
 
 
 def main() -> None:
-    from flamecap.embedding import mediapipe_binding
+    from flamecap.binding.mediapipe import mediapipe_binding
     from flamecap.flame.io import load_model
     from flamecap.landmarks.base import LandmarkTrack
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

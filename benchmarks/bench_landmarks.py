@@ -76,7 +76,7 @@ def bench_landmarks(n_clips: int) -> None:
 
 
 def bench_embedding() -> None:
-    from flamecap.embedding import compare_bindings, mediapipe_embedding_report, official_binding
+    from flamecap.binding.mediapipe import compare_bindings, mediapipe_embedding_report, official_binding
     from flamecap.flame.synthetic import flame_reference_head
     ref = DATA / "flame_reference"
     if not ref.is_dir():

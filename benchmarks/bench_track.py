@@ -60,7 +60,7 @@ def speed(clip: Path, model, aligner, a) -> int:
     MediaPipe + σ), fit alone, and `flamecap track` end-to-end with and without the read-ahead pipeline,
     on ``clip`` and on a long clip (``clip`` ping-ponged ``--loops`` times) where start-up amortises."""
     from flamecap.contract.model_format import save_model_npz
-    from flamecap.embedding import mediapipe_binding
+    from flamecap.binding.mediapipe import mediapipe_binding
     from flamecap.fit import FitConfig, fit_track
     from flamecap.landmarks import track_footage
     from flamecap.video import open_footage
@@ -109,7 +109,7 @@ def main() -> int:
     import torch
     torch.set_num_threads(a.threads)
     from flamecap.contract.model_format import save_model_npz
-    from flamecap.embedding import mediapipe_binding
+    from flamecap.binding.mediapipe import mediapipe_binding
     from flamecap.fit import FitConfig, fit_track
     from flamecap.fit.model import BoundModel, project
     from flamecap.fit.tracker import Layout

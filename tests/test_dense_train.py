@@ -106,14 +106,16 @@ def test_aligner_tracks_frames_and_binds_vertices(trained, small_model):
     size = np.ptp(gt[0][data["visible"][0].numpy()], axis=0).max()
     print(f"dense aligner on training frames: mean error {err.mean():.2f} px (head box {size:.0f} px)")
     assert err.mean() < 0.25 * size
-    b = al.binding(small_model)
+    from flamecap.binding import bind
+    al.check_model(small_model)
+    b = bind(al.scheme, small_model)
     assert b.source == "vertices" and len(b.point_index) == V
     tri = small_model.faces[b.face_idx]
     corner = tri[np.arange(len(tri)), b.bary.argmax(1)]
     assert (corner == b.point_index).all() and np.allclose(b.bary.sum(1), 1) and (b.bary.max(1) == 1).all()
     from flamecap.flame.synthetic import make_synthetic_model
     with pytest.raises(WeightsError, match="another head topology"):
-        al.binding(make_synthetic_model(n_shape=10, n_expr=5, subdivisions=3))
+        al.check_model(make_synthetic_model(n_shape=10, n_expr=5, subdivisions=3))
 
 
 @pytest.mark.slow

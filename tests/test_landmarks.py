@@ -169,7 +169,7 @@ def test_file_aligner_bad_csv(tmp_path, content, msg):
 
 def test_file_aligner_binding_vertices():
     from flamecap.contract.model_format import FlameModelData
-    from flamecap.landmarks.file_aligner import vertex_binding
+    from flamecap.binding.vertices import vertex_binding
     v = np.random.default_rng(0).normal(size=(6, 3))
     f = np.array([[0, 1, 2], [2, 3, 4], [4, 5, 0]])
     b = vertex_binding(FlameModelData(arrays={"v_template": v, "faces": f}))

@@ -13,7 +13,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from flamecap.contract.conventions import axis_angle_to_matrix, flame_to_blender_points
-from flamecap.embedding import CalibrationConfig
+from flamecap.binding.mediapipe import CalibrationConfig
 from flamecap.errors import InputError, NoFaceError
 from flamecap.flame.head import neutral_vertices
 from flamecap.retarget import ShapeKeyTarget, SolveConfig, register_target, retarget_shape_keys

@@ -20,7 +20,7 @@ def model_and_landmarks(tmp_path_factory):
     d = tmp_path_factory.mktemp("fitcli")
     model = make_synthetic_model(n_shape=10, n_expr=8, subdivisions=3)
     mpath = save_model_npz(d / "head.npz", model)
-    from flamecap.landmarks.file_aligner import vertex_binding
+    from flamecap.binding.vertices import vertex_binding
     b = vertex_binding(model)
     clip = make_clip(model, b, n_frames=6, n_shape=8, n_expr=6, outlier_frac=0.0, seed=3)
     track = clip.track

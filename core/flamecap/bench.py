@@ -600,7 +600,7 @@ def run_bench(out_dir: str | os.PathLike, cfg: BenchConfig, grid: str | os.PathL
     grid: a folder of real clips (None → ``../shared/data/footage/grid`` when present, else none)."""
     import torch
 
-    from .embedding import mediapipe_binding
+    from .binding import bind
     from .metrics import SSME_GAPS
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -615,7 +615,7 @@ def run_bench(out_dir: str | os.PathLike, cfg: BenchConfig, grid: str | os.PathL
     prog("bench", 0.0, "loading the head model")
     model, model_desc = resolve_model(reference)
     prog("bench", 0.02, "binding MediaPipe points to the head (self-calibration, cached)")
-    binding = mediapipe_binding(model)
+    binding = bind("mediapipe478", model)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_steps = len(cfg.synth_clips) + len(videos)
     done = 0

@@ -80,7 +80,7 @@ def run_blender_part(result: Path, blend: Path, fbx: Path, python: str = "", add
 def track_video(video: Path, model, quality: str, progress: ProgressCallback | None = None):
     """MediaPipe landmarks + FlameCap's fitter on ``video`` → :class:`~flamecap.contract.result.TrackingResult`
     (not yet saved)."""
-    from .embedding import mediapipe_binding
+    from .binding import bind
     from .fit.config import FitConfig
     from .fit.result import build_result
     from .fit.tracker import fit_track
@@ -90,7 +90,7 @@ def track_video(video: Path, model, quality: str, progress: ProgressCallback | N
     track = track_footage(footage, get_aligner("mediapipe"), progress=progress)
     if not track.valid.any():
         raise NoFaceError(f"MediaPipe found no face in {video}; the demo head was not detected")
-    binding = mediapipe_binding(model, progress=progress)
+    binding = bind("mediapipe478", model, progress=progress)
     fo = fit_track(track, binding, model, config=FitConfig.preset(quality), progress=progress)
     return build_result(fo, track, model, source=footage.source, aligner="mediapipe", quality=quality,
                         identity="none")

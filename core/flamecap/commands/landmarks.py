@@ -91,7 +91,7 @@ def _load_model(spec):
 
 
 def cmd_embed(args) -> int:
-    from ..embedding import compare_bindings, mediapipe_embedding_report, official_binding
+    from ..binding.mediapipe import compare_bindings, mediapipe_embedding_report, official_binding
     em, prog = progress_reporter(args.progress)
     if em:
         em.emit("start", command="embed", model=str(args.model))

@@ -105,17 +105,12 @@ def _config(args):
                             w_shape_prior=args.identity_weight if args.identity == "mica" else 0.0)
 
 
-def _binding_for(track, model, aligner_name: str, aligner=None):
-    if aligner is not None:
-        return aligner.binding(model)
-    if track.scheme == "mediapipe478":
-        from ..embedding import mediapipe_binding
-        return mediapipe_binding(model)
-    if track.scheme == "vertices":
-        from ..landmarks.file_aligner import vertex_binding
-        return vertex_binding(model)
-    raise InputError(f"landmarks with scheme '{track.scheme}' have no binding to the head model; run "
-                     f"'flamecap track FOOTAGE --aligner file --points FILE' with 'face_idx'/'bary' in FILE")
+def _binding_for(scheme: str, n_points: int | None, model, aligner=None):
+    """The one place the track and fit commands bind points to the head (see :mod:`flamecap.binding`)."""
+    from ..binding import bind
+    if hasattr(aligner, "check_model"):
+        aligner.check_model(model)
+    return bind(scheme, model, n_points=n_points, surface_points=getattr(aligner, "surface_points", None))
 
 
 def _check_before_work(args) -> None:
@@ -132,7 +127,9 @@ def _fit_and_write(args, track, model, binding, prog: _Progress, source: dict, a
     if not track.valid.any():
         raise NoFaceError(f"no face found in any of the {track.n_frames} frames; check the footage shows a "
                           f"face (frontal, not too small) or the --start/--end range")
+    from ..flame.eyelids import with_eyelids
     cfg = _config(args)
+    model = with_eyelids(model, binding if track.scheme == "mediapipe478" else None)
     fit = fit_track(track, binding, model, cfg, shape_prior=shape_prior, progress=prog)
     prog("write", 0.0, "writing result")
     result = build_result(fit, track, model, source=source, aligner=aligner_name, quality=args.quality,
@@ -183,7 +180,7 @@ def cmd_track(args) -> int:
         from ..identity.checkpoint import resolve_weights
         resolve_weights(args.identity_weights)
     aligner = get_aligner(args.aligner, **options)
-    binding = aligner.binding(model)
+    binding = _binding_for(aligner.scheme, getattr(aligner, "n_points", None), model, aligner)
     cache = Path(args.landmarks_cache) if args.landmarks_cache else None
     if cache is not None and cache.is_file():
         track = LandmarkTrack.load(cache)
@@ -219,7 +216,7 @@ def cmd_fit(args) -> int:
     track = LandmarkTrack.load(args.landmarks)
     model = _load_model(args.model)
     aligner_name = str(track.meta.get("aligner", track.scheme))
-    binding = _binding_for(track, model, aligner_name)
+    binding = _binding_for(track.scheme, track.n_points, model)
     shape_prior = None
     if args.identity == "mica":
         footage = track.meta.get("footage", {}).get("path") if isinstance(track.meta.get("footage"), dict) else None

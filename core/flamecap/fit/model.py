@@ -1,6 +1,6 @@
 """FLAME restricted to the bound surface points, with analytic/forward-mode Jacobians (torch).
 
-Only the points a :class:`~flamecap.landmarks.base.SurfaceBinding` binds matter to the fitter, so the model
+Only the points a :class:`~flamecap.binding.SurfaceBinding` binds matter to the fitter, so the model
 is evaluated on R points instead of all V vertices: each bound point carries the barycentric blend of its
 triangle's bases (template, shape, expression, pose correctives, eyelids — all exact, they are linear) and
 of its corners' skinning weights. Blending the weights is the one approximation: skinning a blended point

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..contract.model_format import FlameModelData
 from ..flame.synthetic import make_synthetic_model
-from ..landmarks.base import LandmarkTrack, SurfaceBinding
+from ..binding.base import SurfaceBinding
+from ..landmarks.base import LandmarkTrack
 
 
 def default_test_model(seed: int = 0, n_shape: int = 100, n_expr: int = 50, subdivisions: int = 4) -> FlameModelData:

@@ -26,7 +26,8 @@ import torch
 from ..contract.events import ProgressCallback
 from ..contract.model_format import FlameModelData
 from ..errors import FitError, InputError
-from ..landmarks.base import LandmarkTrack, SurfaceBinding
+from ..binding.base import SurfaceBinding
+from ..landmarks.base import LandmarkTrack
 from . import costs
 from .config import FitConfig
 from .model import BoundModel, matvec3, project
@@ -571,7 +572,7 @@ def _temporal_weights(cfg: FitConfig, fps: float) -> dict:
     (Δ² of a smooth motion shrinks with fps², so the weight grows with (fps/30)⁴, clamped)."""
     k = cfg.w_temporal * float(np.clip((fps / 30.0) ** 4, 0.05, 50.0))
     return {"global_rot": k / 0.01 ** 2, "transl": k / 0.003 ** 2, "jaw_pose": k / 0.03 ** 2,
-            "neck_pose": k / 0.01 ** 2, "eyes": k / 0.1 ** 2, "expr": k / 0.4 ** 2, "eyelids": k / 0.5 ** 2}
+            "neck_pose": k / 0.01 ** 2, "eyes": k / 0.1 ** 2, "expr": k / 0.4 ** 2, "eyelids": k / 2.0 ** 2}
 
 
 def _temporal_pass(prob: Problem, lay: Layout, x: torch.Tensor, vidx: np.ndarray, shape, focal, wx, tw,

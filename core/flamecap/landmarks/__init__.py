@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..contract.events import ProgressCallback
 from ..errors import InputError
-from .base import Aligner, LandmarkTrack, SurfaceBinding
+from .base import Aligner, LandmarkTrack
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..video import Footage
@@ -59,5 +59,5 @@ def track_footage(footage: "Footage", aligner: Aligner | str = DEFAULT_ALIGNER,
     return track
 
 
-__all__ = ["Aligner", "LandmarkTrack", "SurfaceBinding", "ALIGNERS", "DEFAULT_ALIGNER", "get_aligner",
+__all__ = ["Aligner", "LandmarkTrack", "ALIGNERS", "DEFAULT_ALIGNER", "get_aligner",
            "track_footage"]

@@ -1,7 +1,7 @@
 """The aligner interface every 2D alignment backend implements, and its data types.
 
 A backend turns frames into a :class:`LandmarkTrack` (points in pixels, per-point σ in pixels, per-frame
-validity) and tells how its points bind to a head model's surface (:class:`SurfaceBinding`). Pixel
+validity); how its point scheme lands on a head is :mod:`flamecap.binding`'s business. Pixel
 coordinates follow :mod:`flamecap.contract.conventions`.
 """
 from __future__ import annotations
@@ -15,24 +15,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..contract.events import ProgressCallback
-from ..contract.model_format import FlameModelData
 from ..contract.npzio import read_npz, write_npz_atomic
 from ..errors import InputError
 
 LANDMARKS_FORMAT = "flamecap.landmarks"
 LANDMARKS_VERSION = 1
-
-
-@dataclass
-class SurfaceBinding:
-    """Which track points bind to the head surface, and where: row r binds track point ``point_index[r]``
-    to triangle ``face_idx[r]`` of the model at barycentric ``bary[r]``. Shapes (R,), (R,), (R, 3)."""
-
-    point_index: np.ndarray
-    face_idx: np.ndarray
-    bary: np.ndarray
-    topology_hash: str = ""
-    source: str = ""  # e.g. "official-embedding", "self-calibrated", "vertices"
 
 
 @dataclass
@@ -122,7 +109,7 @@ class LandmarkTrack:
 
 class Aligner(abc.ABC):
     """A 2D alignment backend. ``track`` consumes frames (RGB uint8 (H, W, 3) with their frame numbers and
-    times, streamed) and returns a :class:`LandmarkTrack`; ``binding`` maps its points onto a model."""
+    times, streamed) and returns a :class:`LandmarkTrack` of its point ``scheme``."""
 
     name: str = "base"
     scheme: str = "custom"
@@ -131,7 +118,3 @@ class Aligner(abc.ABC):
     def track(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int], fps: float,
               progress: ProgressCallback | None = None, n_frames: int | None = None) -> LandmarkTrack:
         """frames yields (frame_index, time_s, rgb)."""
-
-    @abc.abstractmethod
-    def binding(self, model: FlameModelData) -> SurfaceBinding:
-        """How this backend's points bind to ``model``'s surface."""

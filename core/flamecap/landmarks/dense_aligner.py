@@ -28,7 +28,7 @@ import numpy as np
 from ..contract.events import ProgressCallback
 from ..contract.model_format import FlameModelData
 from ..errors import InputError, WeightsError
-from .base import Aligner, LandmarkTrack, SurfaceBinding
+from .base import Aligner, LandmarkTrack
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,6 @@ NO_WEIGHTS = "dense aligner needs trained weights: train with 'flamecap dense tr
 def default_weights_path() -> Path:
     from .. import paths
     return paths.home() / "weights" / DEFAULT_WEIGHTS_NAME
-
-
-def vertex_binding(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bind each vertex to the first triangle containing it with a one-hot barycentric. Returns
-    (point_index (R,), face_idx (R,), bary (R, 3)); vertices in no triangle are left out."""
-    f = np.asarray(faces, dtype=np.int64).reshape(-1)
-    verts, first = np.unique(f, return_index=True)
-    keep = verts < n_vertices
-    verts, first = verts[keep], first[keep]
-    bary = np.zeros((len(verts), 3), dtype=np.float32)
-    bary[np.arange(len(verts)), first % 3] = 1.0
-    return verts.astype(np.int64), (first // 3).astype(np.int64), bary
 
 
 def crop_image(rgb: np.ndarray, box: tuple[float, float, float], size: int) -> tuple[np.ndarray, float, np.ndarray]:
@@ -234,12 +222,11 @@ class DenseAligner(Aligner):
                                    "encoder": self.cfg.encoder, "topology_hash": self.topology_hash,
                                    "sigma": "per-axis std of a Laplace, sqrt(2)*b, px"})
 
-    def binding(self, model: FlameModelData) -> SurfaceBinding:
+    def check_model(self, model: FlameModelData) -> None:
+        """Refuse a head whose topology differs from the one the weights were trained for (its points are
+        that topology's vertices)."""
         V = len(self.vertex_uv)
         if model.n_vertices != V or (self.topology_hash and model.topology != self.topology_hash):
             raise WeightsError(f"dense weights {self.weights_path.name} were trained for another head topology "
                                f"({V} vertices, {self.topology_hash}); this model has {model.n_vertices} "
                                f"vertices ({model.topology}): train weights for it with 'flamecap dense train'")
-        idx, face, bary = vertex_binding(model.faces, V)
-        return SurfaceBinding(point_index=idx, face_idx=face, bary=bary, topology_hash=model.topology,
-                              source="vertices")

@@ -26,9 +26,8 @@ from typing import Iterable
 import numpy as np
 
 from ..contract.events import ProgressCallback
-from ..contract.model_format import FlameModelData
 from ..errors import InputError
-from .base import LANDMARKS_FORMAT, Aligner, LandmarkTrack, SurfaceBinding
+from .base import LANDMARKS_FORMAT, Aligner, LandmarkTrack
 
 log = logging.getLogger(__name__)
 
@@ -219,33 +218,8 @@ class FileAligner(Aligner):
                              fps=float(fps), scheme=self.scheme,
                              meta={"aligner": self.name, "landmark_file": str(self.path)})
 
-    def binding(self, model: FlameModelData) -> SurfaceBinding:
+    @property
+    def surface_points(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(face_idx (K,), bary (K, 3)) when the point file says where its points lie on the head, else None."""
         d = self._data
-        if "face_idx" in d:
-            if d["face_idx"].max() >= len(model.faces) or d["face_idx"].min() < 0:
-                raise InputError(f"{self.path}: 'face_idx' indexes outside the model's {len(model.faces)} triangles")
-            return SurfaceBinding(point_index=np.arange(len(d["face_idx"])), face_idx=d["face_idx"],
-                                  bary=d["bary"], topology_hash=model.topology, source="file")
-        if self.scheme == "mediapipe478":
-            from ..embedding import mediapipe_binding
-            return mediapipe_binding(model)
-        if self.n_points == model.n_vertices or self.scheme == "vertices":
-            return vertex_binding(model)
-        raise InputError(f"{self.path}: {self.n_points} custom points have no binding to the head model; add "
-                         f"'face_idx' (K,) and 'bary' (K, 3) arrays to the .npz")
-
-
-def vertex_binding(model: FlameModelData) -> SurfaceBinding:
-    """Point k ↔ vertex k: each vertex bound to one triangle that contains it (one-hot barycentrics)."""
-    f = np.asarray(model.faces, dtype=np.int64)
-    V = model.n_vertices
-    face_idx = np.full(V, -1, dtype=np.int64)
-    corner = np.zeros(V, dtype=np.int64)
-    for c in range(3):
-        face_idx[f[:, c]] = np.arange(len(f))
-        corner[f[:, c]] = c
-    used = face_idx >= 0
-    bary = np.zeros((V, 3))
-    bary[np.arange(V)[used], corner[used]] = 1.0
-    return SurfaceBinding(point_index=np.nonzero(used)[0], face_idx=face_idx[used], bary=bary[used],
-                          topology_hash=model.topology, source="vertices")
+        return (d["face_idx"], d["bary"]) if "face_idx" in d else None

@@ -32,6 +32,7 @@ No temporal term is used.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Iterable
@@ -39,8 +40,7 @@ from typing import Iterable
 import numpy as np
 
 from ..contract.events import ProgressCallback
-from ..contract.model_format import FlameModelData
-from .base import Aligner, LandmarkTrack, SurfaceBinding
+from .base import Aligner, LandmarkTrack
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class MediaPipeAligner(Aligner):
 
     def __init__(self, face_index: int | None = None, max_num_faces: int = 3, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, static_image_mode: bool = False, max_jump: float = 1.0,
-                 reacquire_s: float = 2.0, binding_source: str = "self-calibrated"):
+                 reacquire_s: float = 2.0):
         self.face_index = face_index
         self.max_num_faces = max(int(max_num_faces), 1 if face_index is None else int(face_index) + 1)
         self.min_detection_confidence = float(min_detection_confidence)
@@ -195,7 +195,6 @@ class MediaPipeAligner(Aligner):
         self.static_image_mode = bool(static_image_mode)
         self.max_jump = float(max_jump)
         self.reacquire_s = float(reacquire_s)
-        self.binding_source = binding_source
 
     def _facemesh(self, max_num_faces: int):
         from mediapipe.python.solutions import face_mesh
@@ -213,6 +212,17 @@ class MediaPipeAligner(Aligner):
                 continue
             faces.append(a * np.array([w, h, w]))  # normalised → pixels (centres at i + 0.5 per MediaPipe)
         return faces
+
+    @contextlib.contextmanager
+    def static_detector(self):
+        """A reusable static-image detector: yields ``detect(rgb) → list of (478, 3) pixel arrays``."""
+        from mediapipe.python.solutions import face_mesh
+        with face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=self.max_num_faces,
+                                min_detection_confidence=self.min_detection_confidence) as fm:
+            def detect(rgb: np.ndarray) -> list[np.ndarray]:
+                h, w = rgb.shape[:2]
+                return self._faces_px(fm.process(np.ascontiguousarray(rgb)), w, h)
+            yield detect
 
     def _initial_choice(self, faces: list[np.ndarray]) -> int | None:
         if self.face_index is None:
@@ -329,12 +339,5 @@ class MediaPipeAligner(Aligner):
 
     def detect_image(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Static detection on one image → list of (478, 3) pixel arrays (x, y, z·width), one per face."""
-        from mediapipe.python.solutions import face_mesh
-        h, w = rgb.shape[:2]
-        with face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=self.max_num_faces,
-                                min_detection_confidence=self.min_detection_confidence) as fm:
-            return self._faces_px(fm.process(np.ascontiguousarray(rgb)), w, h)
-
-    def binding(self, model: FlameModelData) -> SurfaceBinding:
-        from ..embedding import mediapipe_binding
-        return mediapipe_binding(model, source=self.binding_source)
+        with self.static_detector() as detect:
+            return detect(rgb)

@@ -268,17 +268,17 @@ def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
 def auto_correspondences(result: TrackingResult, target: ShapeKeyTarget, target_axes: str = "blender", *,
                          flame_albedo: np.ndarray | None = None, target_albedo: np.ndarray | None = None,
                          config=None, progress: ProgressCallback | None = None) -> Correspondences:
-    """MediaPipe landmarks self-calibrated on renders of both neutral meshes (``flamecap.embedding``), paired by
+    """MediaPipe landmarks self-calibrated on renders of both neutral meshes (``flamecap.binding.mediapipe``), paired by
     landmark id. ``target_axes``: "blender" (+Z up, −Y front: what the add-on exports) or "flame" (+Y up, +Z
     front). The target is centred and scaled to the FLAME head's size for rendering, the points mapped back.
 
     ``flame_albedo`` (V, 3) / ``target_albedo`` (N, 3) in [0, 1]: per-vertex colours for the renders (default:
     ``target.albedo`` when set, else a uniform skin tone) — heads whose shape alone is not enough for the
     detector (e.g. the synthetic head) need their colours. ``config``: an
-    :class:`flamecap.embedding.CalibrationConfig` (views, lights). Landmarks kept on only one side are
+    :class:`flamecap.binding.mediapipe.CalibrationConfig` (views, lights). Landmarks kept on only one side are
     dropped. Raises :class:`NoFaceError` when no face is detected on the target."""
     from ..contract.conventions import blender_to_flame_points, flame_to_blender_points
-    from ..embedding import CalibrationConfig, calibrate_mediapipe_embedding  # heavy: renderer + MediaPipe
+    from ..binding.mediapipe import CalibrationConfig, calibrate_mediapipe_embedding  # heavy: renderer + MediaPipe
 
     if target_axes not in ("blender", "flame"):
         raise InputError(f"target_axes must be 'blender' or 'flame' (got '{target_axes}')")

@@ -1,27 +1,33 @@
-"""MediaPipe → head-mesh binding, self-calibrated for any head mesh.
+"""MediaPipe's 478 points → a head mesh, for any head.
 
-The official FLAME MediaPipe embedding covers 105 of the 478 points and is licensed non-commercially, so
-FlameCap calibrates its own for the model at hand:
+Self-calibration (every head):
 
-1. Render the neutral mesh (``v_template``; Lambert-shaded with ``vertex_albedo`` when the model has it,
-   else a skin tone, on a grey background) with the software rasterizer from a spread of views (yaw ×
-   pitch) under several lights.
+1. Render the neutral mesh (Lambert-shaded with ``vertex_albedo`` when the model has it; otherwise a skin
+   tone with painted eyes — sclera, iris and pupil about each eyeball's forward axis, dark lash lines where
+   the lid skin meets the eyeball — all found from the rig, not from a detector) with the software
+   rasterizer from a spread of views (yaw × pitch) under several lights.
 2. Run MediaPipe FaceMesh (static image mode, refine) on every render.
-3. Back-project each detected 2D point onto the surface: the rasterizer's face id + barycentrics at that
-   pixel give a point on the mesh (its depth is the z-buffer's). Samples where the surface is seen at a
-   grazing angle (cos < ``min_cos``) or that fall on the background are discarded.
-   The inner-lip points are calibrated on a second set of renders with the jaw open
-   (``open_jaw_deg``, FLAME skinning): on the closed neutral mouth the upper and lower inner lip points
-   coincide in the image and would both land on the upper lip, and the fitted mouth could never open them.
-4. Combine per point across views robustly: the geometric median (Weiszfeld) of the 3D samples; its
-   spread is the median distance of the samples to it. A point is kept when it was seen in at least
-   ``min_views`` renders and its spread is at most ``max_spread_mm``; points that slide with the view
-   (silhouette/jawline contour points) are dropped. Kept points are re-bound to the closest surface
-   point (triangle + barycentrics).
+3. Back-project each detected 2D point onto the surface, restricted to the part of the head the point
+   describes (:data:`POINT_PARTS`): iris points onto the eyeballs, lid points onto lid skin (never the
+   eyeball the lid margin borders — a lid point bound to the eyeball cannot blink), the lower inner lip onto
+   jaw-skinned skin and the upper inner lip onto the rest (both lips bound to one would never open). A hit
+   on the wrong part takes the nearest visible vertex of the right part in the image instead. Samples seen
+   at a grazing angle (cos < ``min_cos``) or on the background are discarded. The inner lips come from a
+   second set of renders with the jaw open (``open_jaw_deg``, FLAME skinning): on the closed neutral mouth
+   both lips' points coincide in the image.
+4. Combine per point across views robustly: the geometric median (Weiszfeld) of the 3D samples; its spread
+   is the median distance of the samples to it. A point is kept when seen in at least ``min_views`` renders
+   with a spread of at most ``max_spread_mm`` (points that slide with the view, the silhouette contour,
+   are dropped), then re-bound to the closest surface point of its part.
+
+Official embedding: FLAME downloads carry MediaPipe's official embedding for 105 points (``mp_*`` arrays,
+see ``flamecap models add --embedding``). ``source="auto"`` (default) binds those 105 points officially and
+moves every self-calibrated point by the official-minus-calibrated offsets of its official neighbours
+(Gaussian weights over rest-space distance), so the bias of MediaPipe on renders (brows, lids) is removed
+where the user's download lets it be measured.
 
 Results are cached under ``paths.cache_dir('embeddings')`` keyed by the topology hash, a hash of
-``v_template`` (and albedo), and the calibration settings. ``source="official"`` uses the model's
-``mp_*`` arrays instead (never silently preferred).
+``v_template`` (and albedo, skinning), and the calibration settings.
 """
 from __future__ import annotations
 
@@ -32,20 +38,48 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .contract.events import ProgressCallback
-from .contract.model_format import MODEL_SCHEMA, FlameModelData, topology_hash
-from .contract.npzio import read_npz, write_npz_atomic
-from .errors import ModelError, NoFaceError
-from .geometry import closest_barycentric
-from .landmarks.base import SurfaceBinding
+from ..contract.errors import ContractError
+from ..contract.events import ProgressCallback
+from ..contract.model_format import MODEL_SCHEMA, FlameModelData, topology_hash
+from ..contract.npzio import read_npz, write_npz_atomic
+from ..errors import ModelError, NoFaceError
+from ..geometry import closest_barycentric
+from .base import SurfaceBinding
 
 log = logging.getLogger(__name__)
 
 N_MP = 478
-CALIB_VERSION = 2   # 2: inner lips from open-mouth renders
+CALIB_VERSION = 3   # 3: points restricted to their part of the head; painted eyes on models without albedo
 SKIN_RGB = (0.87, 0.68, 0.58)
 # MediaPipe's inner lip contour (FACEMESH_LIPS, inner ring): bound from the open-mouth renders
-INNER_LIPS = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415)
+UPPER_INNER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415)
+LOWER_INNER_LIP = (95, 88, 178, 87, 14, 317, 402, 318, 324)
+INNER_LIPS = (78, 308) + UPPER_INNER_LIP + LOWER_INNER_LIP
+# eye contours (FACEMESH_RIGHT_EYE / FACEMESH_LEFT_EYE; subject's right eye first) and irises
+RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
+LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
+IRISES = tuple(range(468, 478))
+# iBUG-68 point → MediaPipe point (jaw line, brows, nose, eyes, outer and inner lips)
+MP_FOR_68 = (162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
+             70, 63, 105, 66, 107, 336, 296, 334, 293, 300, 168, 197, 5, 4, 75, 97, 2, 326, 305,
+             33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+             61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87)
+
+# parts of a head (per triangle, from the rig's skinning) and the parts each MediaPipe point may bind to
+HEAD, JAW_SKIN, EYEBALL = 0, 1, 2
+
+
+def _point_parts() -> np.ndarray:
+    parts = np.full((N_MP, 3), False)
+    parts[:, [HEAD, JAW_SKIN]] = True                      # any skin
+    parts[list(IRISES)] = [False, False, True]
+    parts[list(RIGHT_EYE + LEFT_EYE)] = [True, True, False]
+    parts[list(UPPER_INNER_LIP)] = [True, False, False]
+    parts[list(LOWER_INNER_LIP)] = [False, True, False]
+    return parts
+
+
+POINT_PARTS = _point_parts()   # (478, 3) bool: may point k bind to part p
 
 
 @dataclass(frozen=True)
@@ -172,19 +206,58 @@ def surface_points(vertices: np.ndarray, faces: np.ndarray, face_idx: np.ndarray
 
 
 def _view_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
-    from .contract.conventions import axis_angle_to_matrix
+    from ..contract.conventions import axis_angle_to_matrix
     Ry = axis_angle_to_matrix(np.array([0.0, np.radians(yaw_deg), 0.0]))
     Rx = axis_angle_to_matrix(np.array([np.radians(pitch_deg), 0.0, 0.0]))
     return Rx @ Ry
 
 
-def _render_samples(fm, v_rest: np.ndarray, v_pose: np.ndarray, f: np.ndarray, col: np.ndarray,
-                    yaws, pitches, config: CalibrationConfig):
+def face_parts(faces: np.ndarray, weights: np.ndarray | None) -> np.ndarray | None:
+    """Part of each triangle (F,): EYEBALL when its vertices follow the eye joints, JAW_SKIN when they follow
+    the jaw, HEAD otherwise (FLAME joint order: root, neck, jaw, eye_l, eye_r). None without skinning."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)[np.asarray(faces, dtype=np.int64)].mean(1)    # (F, J)
+    parts = np.full(len(w), HEAD, dtype=np.int64)
+    parts[w[:, 2] > 0.5] = JAW_SKIN
+    parts[w[:, 3:5].sum(1) > 0.5] = EYEBALL
+    return parts
+
+
+def painted_albedo(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray, joints: np.ndarray) -> np.ndarray:
+    """Per-vertex RGB (V, 3) for a head without its own albedo: skin, eyes (sclera, iris, pupil about each
+    eyeball's forward +Z axis from its joint) and dark lash lines on the lid skin bordering the eyeballs —
+    features a face detector needs to see where the eyes are, found from the rig alone."""
+    from ..flame.face_regions import IRIS, LASH, PUPIL, SCLERA, smoothstep
+    v = np.asarray(vertices, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    col = np.tile(np.asarray(SKIN_RGB), (len(v), 1))
+    for j in (3, 4):
+        ball = w[:, j] > 0.5
+        if not ball.any():
+            continue
+        c = joints[j]
+        p = v[ball] - c
+        r = float(np.median(np.linalg.norm(p, axis=1)))
+        ang = np.arccos(np.clip(p[:, 2] / np.maximum(np.linalg.norm(p, axis=1), 1e-12), -1, 1))
+        w_iris, w_pupil = smoothstep((0.5 - ang) / 0.12), smoothstep((0.2 - ang) / 0.08)
+        e = SCLERA * (1 - w_iris[:, None]) + IRIS * w_iris[:, None]
+        col[ball] = e * (1 - w_pupil[:, None]) + PUPIL * w_pupil[:, None]
+        # lid margin: skin within a couple of millimetres of the eyeball, in front of its centre
+        d = np.linalg.norm(v - c, axis=1) - r
+        lash = (~ball) & (v[:, 2] > c[2] + 0.3 * r) & (d < 0.003)
+        k = 0.9 * smoothstep((0.003 - d) / 0.0015)
+        col[lash] = col[lash] * (1 - k[lash, None]) + k[lash, None] * LASH
+    return col
+
+
+def _render_samples(detect, v_rest: np.ndarray, v_pose: np.ndarray, f: np.ndarray, col: np.ndarray,
+                    parts: np.ndarray | None, yaws, pitches, config: CalibrationConfig):
     """Render ``v_pose`` from each view and light; per render yield None (no face) or a list of (MediaPipe
-    index, rest-space surface point) for the points that land on the mesh at a usable angle. The face id
-    and barycentrics under a point are the same on the posed and the rest mesh, so samples are rest-space."""
-    from .landmarks.mediapipe_aligner import MediaPipeAligner
-    from .render import rasterize, render_rgb
+    index, rest-space surface point) for the points that land on their part of the mesh at a usable angle.
+    The face id and barycentrics under a point are the same on the posed and the rest mesh, so samples are
+    rest-space."""
+    from ..render import rasterize, render_rgb, vertex_visibility
     centre = 0.5 * (v_pose.min(0) + v_pose.max(0))
     vc0 = v_pose - centre
     fn = np.cross(v_pose[f[:, 1]] - v_pose[f[:, 0]], v_pose[f[:, 2]] - v_pose[f[:, 0]])
@@ -192,59 +265,86 @@ def _render_samples(fm, v_rest: np.ndarray, v_pose: np.ndarray, f: np.ndarray, c
     S = config.image_size
     K = np.array([[config.focal_px, 0, S / 2], [0, config.focal_px, S / 2], [0, 0, 1.0]])
     flip = np.array([1.0, -1.0, -1.0])  # FLAME world → OpenCV camera (DEFAULT_CAM_R)
+    vert_parts = None
+    if parts is not None:   # vertex ↦ the parts of its triangles
+        vert_parts = np.zeros((len(v_rest), 3), bool)
+        for c in range(3):
+            vert_parts[f[:, c], parts] = True
     for yaw in yaws:
         for pitch in pitches:
             R = _view_rotation(yaw, pitch)
             v_cam = (vc0 @ R.T) * flip + np.array([0.0, 0.0, config.distance_m])
             frags = rasterize(v_cam, f, K, (S, S))
             n_cam = (fn @ R.T) * flip
+            seen = vertex_visibility(v_cam, f, K, (S, S), fragments=frags) if parts is not None else None
+            uv_v = v_cam[:, :2] / v_cam[:, 2:3] * config.focal_px + S / 2
             for light in config.lights:
                 img = render_rgb(v_cam, f, K, (S, S), albedo=col, light_dir=light,
                                  background=(config.background,) * 3, fragments=frags)
-                faces_px = MediaPipeAligner._faces_px(fm.process(img), S, S)
+                faces_px = detect(img)
                 if not faces_px:
                     log.debug("no face on render yaw=%s pitch=%s light=%s", yaw, pitch, light)
                     yield None
                     continue
-                xy = faces_px[0][:, :2]
-                colp = np.floor(xy[:, 0]).astype(np.int64)
-                rowp = np.floor(xy[:, 1]).astype(np.int64)
-                inside = (colp >= 0) & (colp < S) & (rowp >= 0) & (rowp < S)
-                found = []
-                for j in np.nonzero(inside)[0]:
-                    fid = frags.face_id[rowp[j], colp[j]]
-                    if fid < 0:
-                        continue
-                    b = frags.bary[rowp[j], colp[j]].astype(np.float64)
-                    p_cam = b @ v_cam[f[fid]]
-                    cos = -float(n_cam[fid] @ p_cam) / max(float(np.linalg.norm(p_cam)), 1e-12)
-                    if cos >= config.min_cos:
-                        found.append((int(j), b @ v_rest[f[fid]]))
-                yield found
+                yield list(_back_project(faces_px[0][:, :2], frags, v_cam, v_rest, f, n_cam, parts, vert_parts,
+                                         seen, uv_v, config))
+
+
+def _back_project(xy, frags, v_cam, v_rest, f, n_cam, parts, vert_parts, seen, uv_v, config):
+    """(MediaPipe index, rest-space point) for each detected point (see :func:`_render_samples`)."""
+    S = config.image_size
+    colp = np.floor(xy[:, 0]).astype(np.int64)
+    rowp = np.floor(xy[:, 1]).astype(np.int64)
+    inside = (colp >= 0) & (colp < S) & (rowp >= 0) & (rowp < S)
+    reach = 0.02 * S                                     # how far a wrong-part hit may look for its part
+    for j in np.nonzero(inside)[0]:
+        fid = int(frags.face_id[rowp[j], colp[j]])
+        if fid < 0:
+            continue
+        if parts is None or POINT_PARTS[j, parts[fid]]:
+            b = frags.bary[rowp[j], colp[j]].astype(np.float64)
+            p_cam = b @ v_cam[f[fid]]
+            cos = -float(n_cam[fid] @ p_cam) / max(float(np.linalg.norm(p_cam)), 1e-12)
+            if cos >= config.min_cos:
+                yield int(j), b @ v_rest[f[fid]]
+            continue
+        ok = seen & (vert_parts[:, POINT_PARTS[j]].any(1))
+        idx = np.flatnonzero(ok)
+        if idx.size:
+            d = np.linalg.norm(uv_v[idx] - xy[j], axis=1)
+            k = int(np.argmin(d))
+            if d[k] <= reach:
+                yield int(j), v_rest[idx[k]]
 
 
 def open_jaw_vertices(model: FlameModelData, degrees: float) -> np.ndarray | None:
     """``v_template`` with the jaw opened by ``degrees`` (FLAME skinning with pose correctives), (V, 3);
     None for a mesh without FLAME's rig (e.g. a bare template: not all of the model format's required arrays)."""
-    if not all(k in model for k, (_, _, required) in MODEL_SCHEMA.items() if required):
+    if not _has_rig(model):
         return None
     import torch
 
-    from .flame.layer import FlameLayer, FlameParams
+    from ..flame.layer import FlameLayer, FlameParams
     layer = FlameLayer(model, dtype=torch.float64)
     jaw = torch.tensor([[np.radians(degrees), 0.0, 0.0]], dtype=torch.float64)
     with torch.no_grad():
         return layer(FlameParams(jaw_pose=jaw)).vertices[0].numpy()
 
 
+def _has_rig(model: FlameModelData) -> bool:
+    return all(k in model for k, (_, _, required) in MODEL_SCHEMA.items() if required)
+
+
 def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albedo: np.ndarray | None = None,
                                   config: CalibrationConfig = CalibrationConfig(),
                                   progress: ProgressCallback | None = None,
-                                  open_mouth_vertices: np.ndarray | None = None) -> EmbeddingReport:
+                                  open_mouth_vertices: np.ndarray | None = None,
+                                  parts: np.ndarray | None = None) -> EmbeddingReport:
     """Self-calibrate the 478-point MediaPipe binding of the mesh ``vertices`` (V, 3) metres (FLAME world
     axes: +Y up, +Z toward the viewer), ``faces`` (F, 3) (see module docstring). ``open_mouth_vertices``
-    (V, 3): the same mesh with the jaw open; when given, the inner-lip points come from its renders."""
-    from mediapipe.python.solutions import face_mesh
+    (V, 3): the same mesh with the jaw open; when given, the inner-lip points come from its renders.
+    ``parts`` (F,): each triangle's part (:func:`face_parts`); None binds every point anywhere."""
+    from ..landmarks.mediapipe_aligner import MediaPipeAligner
 
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
@@ -261,10 +361,9 @@ def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albed
     n_total = sum(len(y) * len(p) for _, y, p, _ in passes) * len(config.lights)
     n_detected = 0
     done = 0
-    with face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1,
-                            min_detection_confidence=0.3) as fm:
+    with MediaPipeAligner(max_num_faces=1, min_detection_confidence=0.3).static_detector() as detect:
         for v_pose, yaws, pitches, which in passes:
-            for found in _render_samples(fm, v, v_pose, f, col, yaws, pitches, config):
+            for found in _render_samples(detect, v, v_pose, f, col, parts, yaws, pitches, config):
                 done += 1
                 if progress is not None:
                     progress("embedding", done / n_total, f"render {done}/{n_total}")
@@ -289,7 +388,7 @@ def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albed
         spread[j] = 1000.0 * float(np.median(np.linalg.norm(x - m, axis=1)))
     kept = (n_views >= config.min_views) & (spread <= config.max_spread_mm)
     idx = np.nonzero(kept)[0]
-    face_idx, bary = closest_surface_binding(positions[idx], v, f)
+    face_idx, bary = bind_to_parts(positions[idx], idx, v, f, parts)
     positions[~kept] = np.nan
     binding = SurfaceBinding(point_index=idx, face_idx=face_idx, bary=bary,
                              topology_hash=topology_hash(f, len(v)), source="self-calibrated")
@@ -301,17 +400,46 @@ def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albed
     return rep
 
 
+def bind_to_parts(points: np.ndarray, point_index: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                  parts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Closest surface point of each MediaPipe point's own part (``parts`` None: of the whole mesh)
+    → (face_idx (N,), bary (N, 3))."""
+    if parts is None:
+        return closest_surface_binding(points, vertices, faces)
+    face_idx = np.zeros(len(points), np.int64)
+    bary = np.zeros((len(points), 3))
+    allowed = POINT_PARTS[np.asarray(point_index, dtype=np.int64)]          # (N, 3)
+    for key in np.unique(allowed, axis=0):
+        rows = np.flatnonzero((allowed == key).all(1))
+        tri = np.flatnonzero(key[parts])
+        fi, b = closest_surface_binding(points[rows], vertices, faces[tri])
+        face_idx[rows], bary[rows] = tri[fi], b
+    return face_idx, bary
+
+
+def _calibration_inputs(model: FlameModelData) -> tuple[np.ndarray, np.ndarray | None]:
+    """(albedo (V, 3), parts (F,) or None) the calibration renders and binds ``model`` with."""
+    if not _has_rig(model):
+        return (np.asarray(model["vertex_albedo"]) if "vertex_albedo" in model else None), None
+    parts = face_parts(model.faces, model["weights"])
+    if "vertex_albedo" in model:
+        return np.asarray(model["vertex_albedo"], dtype=np.float64), parts
+    joints = np.asarray(model["J_regressor"], dtype=np.float64) @ np.asarray(model["v_template"], dtype=np.float64)
+    return painted_albedo(model["v_template"], model.faces, model["weights"], joints), parts
+
+
 def _cache_key(model: FlameModelData, config: CalibrationConfig) -> str:
     h = hashlib.sha256(np.ascontiguousarray(model["v_template"], dtype=np.float32).tobytes())
-    if "vertex_albedo" in model:
-        h.update(np.ascontiguousarray(model["vertex_albedo"], dtype=np.float32).tobytes())
+    for k in ("vertex_albedo", "weights"):
+        if k in model:
+            h.update(np.ascontiguousarray(model[k], dtype=np.float32).tobytes())
     return f"mp478_v{CALIB_VERSION}_{model.topology}_{h.hexdigest()[:16]}_{config.key()}"
 
 
 def mediapipe_embedding_report(model: FlameModelData, config: CalibrationConfig = CalibrationConfig(),
                                cache: bool = True, progress: ProgressCallback | None = None) -> EmbeddingReport:
     """Self-calibrated MediaPipe embedding of ``model`` with its report; cached (see module docstring)."""
-    from .paths import cache_dir
+    from ..paths import cache_dir
     path = cache_dir("embeddings") / (_cache_key(model, config) + ".npz")
     if cache and path.is_file():
         try:
@@ -322,11 +450,12 @@ def mediapipe_embedding_report(model: FlameModelData, config: CalibrationConfig 
                                    spread_mm=a["spread_mm"], kept=a["kept"].astype(bool),
                                    n_renders=int(meta["n_renders"]), n_detected=int(meta["n_detected"]),
                                    from_cache=True, stats=meta.get("stats", {}))
-        except Exception as exc:  # a corrupt cache is rebuilt, never fatal
+        except (ContractError, KeyError, ValueError, OSError) as exc:  # a corrupt cache is rebuilt, never fatal
             log.warning("ignoring unreadable embedding cache %s (%s)", path, exc)
-    albedo = model["vertex_albedo"] if "vertex_albedo" in model else None
+    albedo, parts = _calibration_inputs(model)
     rep = calibrate_mediapipe_embedding(model["v_template"], model.faces, albedo, config, progress,
-                                        open_mouth_vertices=open_jaw_vertices(model, config.open_jaw_deg))
+                                        open_mouth_vertices=open_jaw_vertices(model, config.open_jaw_deg),
+                                        parts=parts)
     if cache:
         b = rep.binding
         write_npz_atomic(path, {"point_index": b.point_index, "face_idx": b.face_idx, "bary": b.bary,
@@ -337,27 +466,60 @@ def mediapipe_embedding_report(model: FlameModelData, config: CalibrationConfig 
     return rep
 
 
+def has_official_embedding(model: FlameModelData) -> bool:
+    return all(k in model for k in ("mp_face_idx", "mp_bary", "mp_landmark_indices"))
+
+
 def official_binding(model: FlameModelData) -> SurfaceBinding:
     """The model's own MediaPipe embedding (``mp_face_idx``, ``mp_bary``, ``mp_landmark_indices``)."""
-    if not all(k in model for k in ("mp_face_idx", "mp_bary", "mp_landmark_indices")):
+    if not has_official_embedding(model):
         raise ModelError("this model carries no official MediaPipe embedding (mp_face_idx/mp_bary/"
-                         "mp_landmark_indices); use the self-calibrated one (the default)")
+                         "mp_landmark_indices); add it with 'flamecap models add FLAME.pkl --embedding "
+                         "mediapipe_landmark_embedding.npz', or use the self-calibrated binding (the default)")
     return SurfaceBinding(point_index=np.asarray(model["mp_landmark_indices"], dtype=np.int64),
                           face_idx=np.asarray(model["mp_face_idx"], dtype=np.int64),
                           bary=np.asarray(model["mp_bary"], dtype=np.float64), topology_hash=model.topology,
                           source="official-embedding")
 
 
-def mediapipe_binding(model: FlameModelData, source: str = "self-calibrated", cache: bool = True,
+def combined_binding(model: FlameModelData, calibrated: SurfaceBinding, official: SurfaceBinding,
+                     radius_m: float = 0.008) -> SurfaceBinding:
+    """Official rows for the points the official embedding has; every other calibrated point moved by the
+    Gaussian-weighted (``radius_m``, rest-space distance) official-minus-calibrated offsets of the points both
+    bind, then put back on the surface of its part."""
+    v, f = np.asarray(model["v_template"], dtype=np.float64), np.asarray(model.faces, dtype=np.int64)
+    cal = dict(zip(calibrated.point_index.tolist(), surface_points(v, f, calibrated.face_idx, calibrated.bary)))
+    off = dict(zip(official.point_index.tolist(), surface_points(v, f, official.face_idx, official.bary)))
+    common = sorted(set(cal) & set(off))
+    rest = [k for k in calibrated.point_index.tolist() if k not in off]
+    if not common or not rest:
+        return official
+    c_pos = np.array([cal[k] for k in common])
+    delta = np.array([off[k] - cal[k] for k in common])
+    p = np.array([cal[k] for k in rest])
+    w = np.exp(-0.5 * (np.linalg.norm(p[:, None] - c_pos[None], axis=-1) / radius_m) ** 2)     # (N, C)
+    moved = p + (w @ delta) / np.maximum(w.sum(1, keepdims=True), 1e-12) * (w.sum(1, keepdims=True) > 1e-6)
+    fi, b = bind_to_parts(moved, np.array(rest), v, f, face_parts(f, model["weights"]) if _has_rig(model) else None)
+    return SurfaceBinding(point_index=np.concatenate([official.point_index, np.array(rest, dtype=np.int64)]),
+                          face_idx=np.concatenate([official.face_idx, fi]),
+                          bary=np.concatenate([official.bary, b]), topology_hash=model.topology,
+                          source="official+self-calibrated")
+
+
+def mediapipe_binding(model: FlameModelData, source: str = "auto", cache: bool = True,
                       config: CalibrationConfig = CalibrationConfig(),
                       progress: ProgressCallback | None = None) -> SurfaceBinding:
-    """How the 478 MediaPipe points bind to ``model``: ``source="self-calibrated"`` (default) or
-    ``"official"`` (the model's ``mp_*`` arrays; :class:`ModelError` when absent)."""
+    """How the 478 MediaPipe points bind to ``model``: ``"auto"`` (default: official where the model has its
+    embedding, self-calibrated and bias-corrected elsewhere), ``"official"`` (only the model's ``mp_*``
+    points; :class:`ModelError` when absent) or ``"self-calibrated"``."""
     if source in ("official", "official-embedding"):
         return official_binding(model)
-    if source != "self-calibrated":
-        raise ModelError(f"unknown embedding source '{source}'; use 'self-calibrated' or 'official'")
-    return mediapipe_embedding_report(model, config, cache, progress).binding
+    if source not in ("auto", "self-calibrated"):
+        raise ModelError(f"unknown embedding source '{source}'; use 'auto', 'self-calibrated' or 'official'")
+    calibrated = mediapipe_embedding_report(model, config, cache, progress).binding
+    if source == "auto" and has_official_embedding(model):
+        return combined_binding(model, calibrated, official_binding(model))
+    return calibrated
 
 
 def compare_bindings(model: FlameModelData, a: SurfaceBinding, b: SurfaceBinding) -> dict:

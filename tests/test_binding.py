@@ -1,10 +1,11 @@
-"""Self-calibrated MediaPipe embedding: geometry helpers, calibration on the FLAME template against the
-official embedding, caching, source selection, CLI."""
+"""The binding layer: one dispatch (scheme, model) → binding; the self-calibrated MediaPipe binding (geometry
+helpers, calibration on the FLAME template against the official embedding, points kept on their part of the
+head, caching, source selection, CLI); the official + calibrated combination."""
 import numpy as np
 import pytest
 
 from flamecap.contract.model_format import FlameModelData
-from flamecap.embedding import (CalibrationConfig, _geometric_median, closest_surface_binding,
+from flamecap.binding.mediapipe import (CalibrationConfig, _geometric_median, closest_surface_binding,
                                 compare_bindings, mediapipe_binding, mediapipe_embedding_report, official_binding,
                                 surface_points)
 from flamecap.errors import ModelError
@@ -77,11 +78,12 @@ def test_self_calibration_on_flame_template(template_model):
     assert np.linalg.norm(on_surf - rep.positions[rep.kept], axis=1).max() < 0.004
     cmp = compare_bindings(template_model, b, official_binding(template_model))
     assert cmp["n_common"] >= 90 and cmp["mean_mm"] < 4.5 and cmp["median_mm"] < 4.0
-    # cached: same binding without rendering; the default source is self-calibrated, not the model's mp_*
+    # cached: same binding without rendering; "auto" combines the model's official points with the rest
     rep2 = mediapipe_embedding_report(template_model, FAST)
     assert rep2.from_cache
     np.testing.assert_array_equal(rep2.binding.face_idx, b.face_idx)
-    assert mediapipe_binding(template_model, config=FAST).source == "self-calibrated"
+    assert mediapipe_binding(template_model, config=FAST, source="self-calibrated").source == "self-calibrated"
+    assert mediapipe_binding(template_model, config=FAST).source == "official+self-calibrated"
     assert mediapipe_binding(template_model, source="official").source == "official-embedding"
     # a different head (scaled) is a different cache entry
     scaled = FlameModelData(arrays={**template_model.arrays, "v_template": template_model["v_template"] * 1.01})
@@ -111,7 +113,7 @@ def test_inner_lips_calibrated_with_the_mouth_open(flame_reference_dir):
     """On the closed neutral mouth MediaPipe's upper and lower inner lip points coincide; calibrated on
     open-jaw renders, the lower ones bind where the jaw moves the surface and the upper ones where it
     does not, so a fitted mouth can open them (on the closed mouth alone all of them land on the upper lip)."""
-    from flamecap.embedding import INNER_LIPS, open_jaw_vertices
+    from flamecap.binding.mediapipe import INNER_LIPS, open_jaw_vertices
     from flamecap.flame.synthetic import flame_reference_head
     m = flame_reference_head(flame_reference_dir, n_expr=10)
     rep = mediapipe_embedding_report(m, FAST, cache=False)
@@ -136,3 +138,82 @@ def test_inner_lips_calibrated_with_the_mouth_open(flame_reference_dir):
         assert np.linalg.norm(at[13] - at[14]) < 1e-3
     assert open_jaw_vertices(FlameModelData(arrays={"v_template": m["v_template"], "faces": F}), 12.0) is None
     assert set(INNER_LIPS) >= set(lower + upper)
+
+
+def test_bind_dispatch(template_model):
+    from flamecap.binding import bind
+    from flamecap.errors import InputError
+    m = template_model
+    b = bind("vertices", m)
+    assert b.source == "vertices" and len(b.point_index) == m.n_vertices
+    assert bind("custom", m, n_points=m.n_vertices).source == "vertices"
+    fb = bind("custom", m, surface_points=(np.array([0, 5]), np.array([[1.0, 0, 0], [0, 1.0, 0]])))
+    assert fb.source == "file" and fb.point_index.tolist() == [0, 1]
+    with pytest.raises(InputError, match="another head topology"):
+        bind("custom", m, surface_points=(np.array([10 ** 7]), np.array([[1.0, 0, 0]])))
+    with pytest.raises(InputError, match="no binding"):
+        bind("custom", m, n_points=7)
+
+
+@pytest.fixture(scope="module")
+def rigged_report(flame_reference_dir):
+    """The FLAME-topology test head without its own albedo (a user's FLAME download has none)."""
+    from flamecap.flame.synthetic import flame_reference_head
+    m = flame_reference_head(flame_reference_dir, n_expr=10)
+    m = FlameModelData(arrays={k: v for k, v in m.arrays.items() if k != "vertex_albedo"}, meta=m.meta)
+    return m, mediapipe_embedding_report(m, FAST, cache=False)
+
+
+def test_points_bind_to_their_part_of_the_head(rigged_report):
+    """Lid points on lid skin (a lid point on the eyeball cannot blink), irises on the eyeballs, lower inner
+    lip on jaw-skinned skin, upper inner lip elsewhere (one lip alone never opens)."""
+    from flamecap.binding.mediapipe import (EYEBALL, HEAD, IRISES, JAW_SKIN, LEFT_EYE, LOWER_INNER_LIP,
+                                            RIGHT_EYE, UPPER_INNER_LIP, face_parts)
+    m, rep = rigged_report
+    parts = face_parts(m.faces, m["weights"])
+    part_of = dict(zip(rep.binding.point_index.tolist(), parts[rep.binding.face_idx].tolist()))
+    lids = [k for k in RIGHT_EYE + LEFT_EYE if k in part_of]
+    assert len(lids) >= 24 and all(part_of[k] != EYEBALL for k in lids)
+    assert [k for k in IRISES if k in part_of] and all(part_of[k] == EYEBALL for k in IRISES if k in part_of)
+    assert all(part_of[k] == JAW_SKIN for k in LOWER_INNER_LIP if k in part_of)
+    assert all(part_of[k] == HEAD for k in UPPER_INNER_LIP if k in part_of)
+    assert sum(k in part_of for k in LOWER_INNER_LIP + UPPER_INNER_LIP) >= 14
+
+
+def test_painted_albedo_marks_the_eyes(rigged_report):
+    from flamecap.binding.mediapipe import SKIN_RGB, painted_albedo
+    m, _ = rigged_report
+    v, w = np.asarray(m["v_template"]), np.asarray(m["weights"])
+    joints = np.asarray(m["J_regressor"]) @ v
+    col = painted_albedo(v, m.faces, w, joints)
+    for j in (3, 4):
+        ball = np.flatnonzero(w[:, j] > 0.5)
+        front = ball[np.argmax(v[ball, 2])]
+        assert col[front].max() < 0.1                                 # pupil straight ahead
+        assert col[ball[np.argmin(v[ball, 2])]].min() > 0.8           # sclera behind
+    skin = w[:, 3:].sum(1) < 0.5
+    assert np.allclose(np.median(col[skin], 0), SKIN_RGB)
+
+
+def test_combined_binding_keeps_official_points_and_moves_the_rest(template_model, rigged_report):
+    """Official rows verbatim; calibrated points near official ones are moved toward where the official
+    embedding says their neighbours are, so on the official points themselves the offset vanishes."""
+    from flamecap.binding.mediapipe import combined_binding
+    m, rep = rigged_report
+    m = FlameModelData(arrays={**m.arrays, **{k: template_model[k] for k in ("mp_face_idx", "mp_bary",
+                                                                              "mp_landmark_indices")}})
+    off = official_binding(m)
+    comb = combined_binding(m, rep.binding, off)
+    n_off = len(off.point_index)
+    np.testing.assert_array_equal(comb.point_index[:n_off], off.point_index)
+    np.testing.assert_array_equal(comb.face_idx[:n_off], off.face_idx)
+    assert set(comb.point_index.tolist()) == set(rep.binding.point_index.tolist()) | set(off.point_index.tolist())
+    # a calibrated point's moved position is closer to the official positions' frame than before: the
+    # mean offset to the official embedding of the leave-one-out neighbours shrinks
+    before = compare_bindings(m, rep.binding, off)["mean_mm"]
+    v, f = m["v_template"], m.faces
+    moved = dict(zip(comb.point_index.tolist(), surface_points(v, f, comb.face_idx, comb.bary)))
+    cal = dict(zip(rep.binding.point_index.tolist(), surface_points(v, f, rep.binding.face_idx, rep.binding.bary)))
+    rest = [k for k in cal if k not in set(off.point_index.tolist())]
+    shift = np.array([np.linalg.norm(moved[k] - cal[k]) for k in rest]) * 1000
+    assert before > 0.5 and np.median(shift) > 0.2 and shift.max() < 15.0
