@@ -1,11 +1,13 @@
 """Ground-truth clip renders for the reference bench (``flamecap bench --references renders``), with Cycles.
 
 The core prepares everything as numbers (per-frame vertices in OpenCV camera space, faces, per-vertex albedo,
-intrinsics, background colours; ``flamecap.reference.renders``); this job only builds the scene and renders
-each frame to ``OUT/NNNN.jpg``. Scene: the head mesh (smooth-shaded, albedo as a colour attribute, back faces —
-what shows through the open mouth — dark), a backdrop plane with a procedural two-colour pattern, a key and a
-fill area light and a dim grey world. The Blender camera sits at the origin looking down −Z, so the OpenCV
-camera-space vertices map to Blender as (x, −y, −z).
+intrinsics, the head's box per frame; ``flamecap.reference.renders``); this job only builds the scene and renders
+each frame to ``OUT/NNNN.png`` (RGBA, transparent film). Scene: the head mesh (smooth-shaded, albedo as a colour
+attribute, back faces — what shows through the open mouth — dark), a key and a fill area light and a dim grey
+world. Only the head's box is path traced (render border, from the ground-truth points); the core composites
+the backdrop. Few samples, optionally denoised (OpenImageDenoise costs more than the path tracing here).
+The Blender camera sits at the origin looking down −Z, so the OpenCV camera-space vertices map to Blender as
+(x, −y, −z).
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ def _material_head() -> bpy.types.Material:
     mat = bpy.data.materials.new("gt_head")
     mat.use_nodes = True
     nt = mat.node_tree
-    bsdf = nt.nodes["Principled BSDF"]
+    nt.nodes.remove(nt.nodes["Principled BSDF"])
+    bsdf = nt.nodes.new("ShaderNodeBsdfDiffuse")      # diffuse only: the cheapest shading that shows the paint
+    nt.links.new(bsdf.outputs["BSDF"], nt.nodes["Material Output"].inputs["Surface"])
     attr = nt.nodes.new("ShaderNodeAttribute")
     attr.attribute_name = "albedo"
     geo = nt.nodes.new("ShaderNodeNewGeometry")
@@ -30,27 +34,7 @@ def _material_head() -> bpy.types.Material:
     nt.links.new(geo.outputs["Backfacing"], mix.inputs["Factor"])
     nt.links.new(attr.outputs["Color"], mix.inputs[6])
     mix.inputs[7].default_value = MOUTH_DARK
-    nt.links.new(mix.outputs[2], bsdf.inputs["Base Color"])
-    bsdf.inputs["Roughness"].default_value = 0.55
-    return mat
-
-
-def _material_backdrop(c0, c1, seed: float) -> bpy.types.Material:
-    mat = bpy.data.materials.new("gt_backdrop")
-    mat.use_nodes = True
-    nt = mat.node_tree
-    bsdf = nt.nodes["Principled BSDF"]
-    noise = nt.nodes.new("ShaderNodeTexNoise")
-    noise.noise_dimensions = "4D"
-    noise.inputs["Scale"].default_value = 2.5
-    noise.inputs["Detail"].default_value = 4.0
-    noise.inputs["W"].default_value = seed
-    ramp = nt.nodes.new("ShaderNodeValToRGB")
-    ramp.color_ramp.elements[0].color = (*c0, 1.0)
-    ramp.color_ramp.elements[1].color = (*c1, 1.0)
-    nt.links.new(noise.outputs["Fac"], ramp.inputs["Fac"])
-    nt.links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
-    bsdf.inputs["Roughness"].default_value = 0.9
+    nt.links.new(mix.outputs[2], bsdf.inputs["Color"])
     return mat
 
 
@@ -77,22 +61,25 @@ def render_clip(scene_npz: str, out_dir: str) -> str:
     sc.render.engine = "CYCLES"
     sc.cycles.device = "CPU"
     sc.cycles.samples = int(d["samples"])
-    sc.cycles.use_denoising = True
-    sc.cycles.max_bounces = 3
-    sc.cycles.glossy_bounces = 1
+    sc.cycles.use_denoising = bool(d["denoise"])
+    sc.cycles.max_bounces = 1                          # direct light and one diffuse bounce
+    sc.cycles.diffuse_bounces = 1
+    sc.cycles.glossy_bounces = 0
     sc.cycles.transmission_bounces = 0
     sc.cycles.transparent_max_bounces = 0
     sc.render.threads_mode = "FIXED"
     sc.render.threads = int(d["threads"])
     sc.render.resolution_x, sc.render.resolution_y = W, H
     sc.render.resolution_percentage = 100
-    sc.render.image_settings.file_format = "JPEG"
-    sc.render.image_settings.quality = 92
+    sc.render.film_transparent = True                 # the core composites the backdrop
+    sc.render.use_border, sc.render.use_crop_to_border = True, False
+    sc.render.image_settings.file_format = "PNG"
+    sc.render.image_settings.color_mode = "RGBA"
     sc.view_settings.view_transform = "Standard"
     world = bpy.data.worlds.new("gt_world")
     world.use_nodes = True
     world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.25, 0.25, 0.27, 1.0)
-    world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.6
+    world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.35
     sc.world = world
     # camera: at the origin, looking down -Z; horizontal sensor fit, principal point through the lens shift
     cam_data = bpy.data.cameras.new("gt_camera")
@@ -115,24 +102,19 @@ def render_clip(scene_npz: str, out_dir: str) -> str:
     mesh.materials.append(_material_head())
     head = bpy.data.objects.new("gt_head", mesh)
     sc.collection.objects.link(head)
-    # backdrop: a plane behind the head filling the view
     depth = float(-verts[0][:, 2].mean())
-    z_bg = depth + float(d["backdrop_behind_m"])
-    half_w = z_bg * (W / 2.0) / float(K[0, 0]) * 1.3
-    bpy.ops.mesh.primitive_plane_add(size=2.0, location=(0.0, 0.0, -z_bg))
-    plane = bpy.context.active_object
-    plane.scale = (half_w, half_w * H / W * 1.3, 1.0)
-    c0, c1 = (tuple(float(x) for x in d[k]) for k in ("backdrop_c0", "backdrop_c1"))
-    plane.data.materials.append(_material_backdrop(c0, c1, float(d["backdrop_seed"])))
     # lights: key upper camera-right, fill lower left, scaled with the head distance
     target = (0.0, 0.0, -depth)
-    _area_light("key", (0.55 * depth, 0.45 * depth, -0.35 * depth), target, 60.0 * depth ** 2, 0.6 * depth)
-    _area_light("fill", (-0.6 * depth, -0.1 * depth, -0.2 * depth), target, 18.0 * depth ** 2, 0.8 * depth)
+    _area_light("key", (0.55 * depth, 0.45 * depth, -0.35 * depth), target, 12.0 * depth ** 2, 0.6 * depth)
+    _area_light("fill", (-0.6 * depth, -0.1 * depth, -0.2 * depth), target, 4.0 * depth ** 2, 0.8 * depth)
     os.makedirs(out_dir, exist_ok=True)
     for i in range(T):
         mesh.vertices.foreach_set("co", verts[i].astype(np.float32).ravel())
         mesh.update()
-        sc.render.filepath = os.path.join(out_dir, f"{i:04d}.jpg")
+        x0, y0, x1, y1 = (float(v) for v in d["border"][i])      # the head's box, pixels, y down
+        sc.render.border_min_x, sc.render.border_max_x = x0 / W, x1 / W
+        sc.render.border_min_y, sc.render.border_max_y = 1.0 - y1 / H, 1.0 - y0 / H
+        sc.render.filepath = os.path.join(out_dir, f"{i:04d}.png")
         bpy.ops.render.render(write_still=True)
         print(f"frame {i + 1}/{T}", flush=True)
     return f"GTRENDER {out_dir} {T}"

@@ -142,3 +142,70 @@ def test_grid_reference_one_clip(tmp_path, grid_dir, flame_reference_dir, capsys
     rep2 = json.loads((again / "reference_grid.json").read_text())
     assert rep2["clips"][0]["sources"]["fast"]["nme"] == c["sources"]["fast"]["nme"]
     assert rep2["track_wall_s"] == {}
+
+
+# ------------------------------------------------------------------------------------------ rendered ground truth
+def test_similarity_align_and_ratios():
+    from flamecap.contract.conventions import axis_angle_to_matrix
+    from flamecap.reference.renders import jaw_opening_ratio, procrustes_error_mm, similarity_align
+    rng = np.random.default_rng(0)
+    gt = rng.normal(0, 0.05, (2, 200, 3))
+    R = axis_angle_to_matrix(np.array([0.3, -0.5, 0.2]))
+    moved = 1.7 * gt @ R.T + np.array([0.1, -0.2, 0.5])
+    np.testing.assert_allclose(similarity_align(moved[0], gt[0]), gt[0], atol=1e-12)
+    np.testing.assert_allclose(procrustes_error_mm(moved, gt), 0.0, atol=1e-9)
+    bumped = gt.copy()
+    bumped[:, :, 2] += np.where(np.arange(200) % 2, 1e-3, -1e-3)     # ±1 mm that no similarity removes
+    assert procrustes_error_mm(bumped, gt) == pytest.approx([1.0, 1.0], abs=0.05)
+    true = np.linspace(0, 20, 30)
+    assert jaw_opening_ratio(0.65 * true, true) == pytest.approx(0.65)
+
+
+def test_render_metrics_of_the_truth_itself():
+    """Scoring a 'result' that is the ground truth: every error 0, ratios 1, the neutral template's error > 0."""
+    from flamecap.flame.synthetic import make_synthetic_model
+    from flamecap.reference.renders import RenderClip, RenderSettings, clip_metrics, ground_truth
+    rig = make_synthetic_model(n_shape=20, n_expr=10, subdivisions=3)
+    s = RenderSettings(width=320, height=180)
+    gt = ground_truth(rig, RenderClip("t", "synthetic", 300.0, n_frames=8, seed=3), s)
+    result = {k: gt[k] for k in ("expr", "jaw_pose", "neck_pose", "eye_pose", "global_rot", "transl", "eyelids",
+                                 "shape", "K", "cam_R", "cam_t")}
+    result.update(valid=np.ones(8, bool), fit_error_px=np.full(8, 0.5), head_vertices=np.asarray(rig["v_template"]))
+    m = clip_metrics(gt, rig, result)
+    assert m["jaw_opening_ratio"] == pytest.approx(1.0)
+    for k in ("jaw_error_deg", "head_rot_error_deg", "gaze_error_deg", "eye_rot_error_deg", "focal_error_pct",
+              "ssme_mean_px", "true_reprojection_px"):
+        assert m[k] == pytest.approx(0.0, abs=1e-2), k
+    assert m["procrustes_face_mm"] == pytest.approx(0.0, abs=1e-3)
+    assert m["neutral_template_procrustes_mm"] > 0.5 and m["procrustes_ratio_vs_neutral"] < 1e-3
+    assert m["stored_fit_error_px"] == pytest.approx(0.5)
+
+
+def test_alt_rig_differs_in_expression_basis_and_jaw_skinning(flame_reference_dir):
+    from flamecap.reference.renders import JAW, make_rig
+    test, alt = make_rig("test", flame_reference_dir), make_rig("alt", flame_reference_dir)
+    np.testing.assert_array_equal(test["v_template"], alt["v_template"])
+    assert not np.allclose(test["exprdirs"], alt["exprdirs"], atol=1e-4)
+    wt, wa = test["weights"][:, JAW], alt["weights"][:, JAW]
+    lower = (wt > 0.05) & (wt < 0.95)
+    assert np.all(wa[lower] > wt[lower]) and np.allclose(alt["weights"].sum(1), 1.0, atol=1e-5)
+    with pytest.raises(Exception, match="unknown rig"):
+        make_rig("nope", flame_reference_dir)
+
+
+@pytest.mark.slow
+def test_cycles_render_one_small_frame(tmp_path):
+    pytest.importorskip("bpy", reason="bpy (headless Blender) is not installed in this Python")
+    from flamecap.reference.renders import RenderClip, RenderSettings, render_clip
+    clip = RenderClip("tiny", "synthetic", 260.0, n_frames=1, seed=1)
+    d = render_clip(clip, RenderSettings(width=192, height=108, samples=1), tmp_path, tmp_path / "cache")
+    import cv2
+    im = cv2.imread(str(d / "frames" / "0000.jpg"))
+    assert im.shape == (108, 192, 3)
+    from flamecap.synth import _background
+    bg = _background(np.random.default_rng(clip.seed + 1000), 192, 108)[..., ::-1].astype(int)   # BGR
+    with np.load(d / "gt.npz") as z:
+        c = np.round(z["points_2d"][0][z["visible"][0] & z["face_mask"]].mean(0)).astype(int)
+    assert np.abs(im[c[1], c[0]].astype(int) - bg[c[1], c[0]]).sum() > 30     # the face is drawn there
+    assert np.abs(im[2, 2].astype(int) - bg[2, 2]).sum() < 15                  # the backdrop elsewhere
+    assert render_clip(clip, RenderSettings(width=192, height=108, samples=1), tmp_path, tmp_path / "cache") == d

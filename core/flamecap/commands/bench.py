@@ -6,6 +6,7 @@ synthetic ground truth and real footage, and speed vs a per-frame Adam baseline 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..cli import add_progress_argument
@@ -41,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "this Python's 'flamecap track')")
     r.add_argument("--reuse-renders", action="store_true",
                    help="renders: use cached clips only (fail instead of rendering a missing one)")
+    r.add_argument("--render-clips", default="all",
+                   help="renders: all, or comma-separated clip names (synthetic_f1000, testhead_f900, ...)")
+    r.add_argument("--blender-python", default=os.environ.get("FLAMECAP_BPY_PYTHON", ""),
+                   help="renders: a Python with bpy (default: $FLAMECAP_BPY_PYTHON, else this Python)")
     add_progress_argument(p)
     p.set_defaults(handler=cmd_bench)
 
@@ -70,6 +75,9 @@ def cmd_references(args) -> int:
     from ..cli import progress_reporter
     from ..reference.tracking import DEFAULT_TRACK_CMD
     kinds, qualities = _references(args), _qualities(args)
+    if "renders" in kinds:
+        from ..reference.renders import select_render_clips
+        render_clips = select_render_clips(args.render_clips)    # refused before any work
     emitter, progress = progress_reporter(args.progress, command="bench")
     out = Path(args.out).resolve()
     common = dict(qualities=qualities, refdata=Path(args.refdata) if args.refdata else None,
@@ -78,8 +86,8 @@ def cmd_references(args) -> int:
                   reference=Path(args.reference) if args.reference else None, progress=progress)
     written = []
     if "grid" in kinds:
-        from ..reference.grid import run_grid_reference
         from ..reference.grid import markdown as grid_markdown
+        from ..reference.grid import run_grid_reference
         report = run_grid_reference(out, Path(args.grid) if args.grid else DEFAULT_GRID, clips=args.clips,
                                     dlib_model=args.dlib_model, **common)
         written.append(out / "reference_grid.json")
@@ -88,7 +96,8 @@ def cmd_references(args) -> int:
     if "renders" in kinds:
         from ..reference.renders import markdown as renders_markdown
         from ..reference.renders import run_render_reference
-        report = run_render_reference(out, reuse_renders=args.reuse_renders, **common)
+        report = run_render_reference(out, reuse_renders=args.reuse_renders, clips=render_clips,
+                                      blender_python=args.blender_python, **common)
         written.append(out / "reference_renders.json")
         if args.progress == "text":
             print(renders_markdown(report))

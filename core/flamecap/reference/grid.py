@@ -61,6 +61,25 @@ def raw_mediapipe(video: Path, cache_dir: Path):
     return track
 
 
+def inner_lip_order(template: np.ndarray, faces: np.ndarray, face_idx: np.ndarray, bary: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, float]:
+    """FLAME's 68-point embedding with its inner-lip rows in upper/lower order on this head's template.
+
+    On the FLAME 2020 template the official embedding's "upper" inner-lip points (61–63) sit 3.3 mm *below* its
+    "lower" ones (65–67), on triangles that open with the jaw: compared point by point with a detector's
+    inner lips, an opening mouth would read as the upper lip dropping. When the template's pairs are crossed
+    (upper below lower, +Y up) the rows are swapped (61↔67, 62↔66, 63↔65). Returns (face_idx, bary, mean
+    crossing in mm: > 0 = crossed and swapped)."""
+    tri = np.asarray(template, float)[np.asarray(faces)[face_idx]]
+    p = np.einsum("kcd,kc->kd", tri, np.asarray(bary, float))
+    cross = float(np.mean([p[lo, 1] - p[up, 1] for up, lo in M.MOUTH_GAPS])) * 1000.0
+    idx, b = np.array(face_idx), np.array(bary)
+    if cross > 0:
+        for up, lo in M.MOUTH_GAPS:
+            idx[[up, lo]], b[[up, lo]] = idx[[lo, up]], b[[lo, up]]
+    return idx, b, cross
+
+
 def select_clips(folder: Path, spec: str) -> list[Path]:
     """``all``, a count (the first N by name) or comma-separated clip names (stems)."""
     from ..bench import VIDEO_EXTS
@@ -232,7 +251,8 @@ def markdown(report: dict) -> str:
 
 NOTES = ("NME: mean point distance over the reference's inter-ocular distance (outer eye corners 36/45), %, "
          "over frames where dlib, MediaPipe and every fit have the face. Fitted points: FLAME's official 68-point "
-         "embedding on the fitted mesh through the result's camera. Raw MediaPipe: its 478 points through a fixed "
+         "embedding on the fitted mesh through the result's camera (its inner-lip rows put in upper/lower order when the "
+         "template has them crossed, see embedding_inner_lips_crossed_mm). Raw MediaPipe: its 478 points through a fixed "
          "478→68 table. Δ = fitted − MediaPipe (points). offset-removed: each point's mean offset over the clip "
          "removed. Mouth: inner-lip gap / IOD; r = Pearson correlation with dlib's, amp = std ratio. Eyes: lid gap "
          "/ IOD per eye; mean/ref = mean opening over dlib's. Blinks: local minima of the mean eye opening below "
@@ -267,7 +287,8 @@ def run_grid_reference(out_dir: Path, grid: Path, clips: str = "all", qualities:
     out_dir.mkdir(parents=True, exist_ok=True)
     model = flame_reference_head(ref_dir)
     model_path = save_model_npz(out_dir / "bench_head.npz", model)
-    emb_idx, emb_bary = load_static_embedding_68(ref_dir / "flame_static_embedding_68.pkl")
+    emb_idx, emb_bary, lip_cross_mm = inner_lip_order(model["v_template"], model.faces,
+                                                       *load_static_embedding_68(ref_dir / "flame_static_embedding_68.pkl"))
     reuse = results_dir is not None
     rdir = Path(results_dir) if reuse else out_dir / "results"
     clips_out, track_s = [], {}
@@ -293,6 +314,7 @@ def run_grid_reference(out_dir: Path, grid: Path, clips: str = "all", qualities:
               "notes": NOTES, "qualities": list(qualities), "track_cmd": track_cmd,
               "results_dir": str(rdir), "dlib_model": str(model_file),
               "head": f"FLAME-topology test head ({ref_dir})",
+              "embedding_inner_lips_crossed_mm": lip_cross_mm, "embedding_inner_lips_swapped": lip_cross_mm > 0,
               "track_wall_s": {q: _mean(v) for q, v in track_s.items()},
               "clips": clips_out, "summary": summarise(clips_out)}
     report["total_s"] = time.perf_counter() - t_start
