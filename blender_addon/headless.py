@@ -2,6 +2,7 @@
 
     fbx  RESULT OUT.fbx PRESET CAMERA(0|1)   import a result and write the animated FBX   → "FBX path f0 f1"
     demo RESULT SCENE.blend HEAD.fbx         the demo scene (head over the footage) + FBX → "DEMO mesh v keys f0 f1 clip"
+    gtrender SCENE.npz OUT_DIR               a ground-truth clip for the reference bench (Cycles) → "GTRENDER dir n"
 
 Started by ``flamecap.headless_blender.run_job``; errors are one ``error: ...`` line on stderr and exit 2.
 """
@@ -12,7 +13,7 @@ import sys
 
 import bpy
 
-from . import export_fbx, scene
+from . import export_fbx, gt_render, scene
 
 
 def fbx_job(result: str, out: str, preset: str, camera: bool) -> str:
@@ -34,7 +35,8 @@ def demo_job(result: str, blend: str, fbx: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    jobs = {"fbx": lambda a: fbx_job(a[0], a[1], a[2], a[3] == "1"), "demo": lambda a: demo_job(*a[:3])}
+    jobs = {"fbx": lambda a: fbx_job(a[0], a[1], a[2], a[3] == "1"), "demo": lambda a: demo_job(*a[:3]),
+            "gtrender": lambda a: gt_render.render_clip(a[0], a[1])}
     if not argv or argv[0] not in jobs:
         print(f"error: unknown headless job {argv[:1]}; use one of {', '.join(jobs)}", file=sys.stderr)
         return 2
