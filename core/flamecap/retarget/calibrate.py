@@ -80,6 +80,8 @@ def save_calibration(path: str | os.PathLike, cal: Calibration) -> Path:
         arrays["local"] = r.local
     if c.landmark_id is not None:
         arrays["landmark_id"] = np.asarray(c.landmark_id, np.int64)
+    if c.flame_landmarks is not None:
+        arrays["flame_landmarks"] = c.flame_landmarks
     meta = {"format": CALIBRATION_FORMAT, "version": CALIBRATION_VERSION, "key": cal.key,
             "scale": float(r.similarity.scale), "landmark_residual": float(r.landmark_residual),
             "surface_residual": float(r.surface_residual), "source": c.source, "seconds": float(cal.seconds)}
@@ -100,7 +102,8 @@ def load_calibration(path: str | os.PathLike) -> Calibration | None:
                        surface_residual=float(meta["surface_residual"]), flame_faces=a["flame_faces"],
                        local=a.get("local"))
     corr = Correspondences(flame_points=a["flame_points"], target_points=a["target_points"],
-                           source=str(meta.get("source", "user")), landmark_id=a.get("landmark_id"))
+                           source=str(meta.get("source", "user")), landmark_id=a.get("landmark_id"),
+                           flame_landmarks=a.get("flame_landmarks"))
     return Calibration(registration=reg, correspondences=corr, key=str(meta["key"]), cached=True)
 
 
@@ -155,9 +158,10 @@ def mouth_pair(points: np.ndarray, jaw_delta: np.ndarray, lateral: np.ndarray, f
     moving = np.nonzero(near & (mag > 0.5 * peak))[0]
     if peak <= 0 or still.size == 0 or moving.size == 0:
         return -1, -1
-    d = np.linalg.norm(points[still][:, None] - points[moving][None], axis=2)
-    i, j = np.unravel_index(np.argmin(d), d.shape)
-    return int(still[i]), int(moving[j])
+    from scipy.spatial import cKDTree
+    dist, near_still = cKDTree(points[still]).query(points[moving])
+    j = int(np.argmin(dist))
+    return int(still[near_still[j]]), int(moving[j])
 
 
 def nearest_vertex(vertices: np.ndarray, points: np.ndarray) -> np.ndarray:

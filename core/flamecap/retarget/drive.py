@@ -70,15 +70,14 @@ def eye_closure(result: TrackingResult, phi: np.ndarray, feats: np.ndarray, corr
     if has_eyelids(result):
         lids = fill_invalid(np.asarray(result["eyelids"], np.float64).reshape(T, 2), result["valid"])
         return {"left": np.clip(lids[:, 0], 0, 1), "right": np.clip(lids[:, 1], 0, 1)}
-    ids = None if correspondences is None else correspondences.landmark_id
-    if ids is None:
+    lm = None if correspondences is None else correspondences.flame_landmarks
+    if lm is None:
         return {}
-    ids = list(np.asarray(ids))
     v0 = np.asarray(result["head_vertices"], np.float64)
     out = {}
     for side, (up, lo) in MP_LIDS.items():
-        if up in ids and lo in ids:
-            pts = correspondences.flame_points[[ids.index(up), ids.index(lo)]]
+        pts = lm[[up, lo]]
+        if np.all(np.isfinite(pts)):
             a, b = nearest_vertex(v0, pts)
             pa = v0[a] + np.einsum("cf,tf->tc", phi[a], feats)
             pb = v0[b] + np.einsum("cf,tf->tc", phi[b], feats)

@@ -89,6 +89,7 @@ class Correspondences:
     flame_vertex_index: np.ndarray | None = None   # (L,) when given as FLAME vertex indices
     source: str = "user"
     landmark_id: np.ndarray | None = None          # (L,) MediaPipe point ids when detected automatically
+    flame_landmarks: np.ndarray | None = None      # (478, 3) every MediaPipe point on the FLAME head (NaN: not found)
 
     @classmethod
     def from_vertices(cls, result: TrackingResult, target: ShapeKeyTarget, flame_vertices, target_vertices,
@@ -302,6 +303,7 @@ def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
     pinned = driven_values(result, target, registration, names, cb.phi_flame, feats,
                            correspondences) if drive else {}
     lo, hi = channels.bounds(names)
+    t_drive = time.perf_counter()
     if progress:
         progress("solve", 0.5, f"solving {len(names)} keys over {T} frames")
     sol = solve_normal(ne, lo, hi, solve, pinned={names.index(n): v for n, v in pinned.items()})
@@ -312,7 +314,8 @@ def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
     return ShapeKeyAnimation(names=names, weights=out, raw=sol.weights, residual=sol.residual,
                              frame_index=np.asarray(result["frame_index"]), fps=result.fps,
                              registration=registration, driven=sorted(pinned),
-                             timings={"calibrate_s": t1 - t0, "basis_s": t2 - t1, "solve_s": t3 - t2,
+                             timings={"calibrate_s": t1 - t0, "basis_s": t2 - t1, "drive_s": t_drive - t2,
+                                      "solve_s": t3 - t_drive,
                                       "iterations": sol.iterations})
 
 
@@ -370,4 +373,4 @@ def auto_correspondences(result: TrackingResult, target: ShapeKeyTarget, target_
                           f"by hand (landmark vertices)")
     log.info("automatic correspondences: %d MediaPipe landmarks on both meshes", int(ok.sum()))
     return Correspondences(flame_points=flame[ok], target_points=tp[ok], source="auto",
-                           landmark_id=np.nonzero(ok)[0])
+                           landmark_id=np.nonzero(ok)[0], flame_landmarks=flame)
