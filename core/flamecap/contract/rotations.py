@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .conventions import axis_angle_to_matrix, matrix_to_axis_angle
+from .errors import ContractError
 
 
 def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
@@ -72,3 +73,69 @@ def fill_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     for c in range(flat.shape[1]):
         flat[:, c] = np.interp(t, t[ok], flat[ok, c])
     return flat.reshape(v.shape)
+
+
+def axis_map_matrix(spec: str | None) -> np.ndarray:
+    """"X,Y,Z" (identity), "-X,Z,Y" ... → signed permutation (3, 3): FLAME axis i goes to the target axis
+    named in position i. Raises :class:`ContractError` for a malformed or mirroring map."""
+    if not spec:
+        return np.eye(3)
+    parts = [p.strip().upper() for p in str(spec).split(",")]
+    if len(parts) != 3 or sorted(p.lstrip("+-") for p in parts) != ["X", "Y", "Z"]:
+        raise ContractError(f"axis map '{spec}' must use each of X, Y, Z once (with optional '-'), e.g. 'X,-Z,Y'")
+    M = np.zeros((3, 3))
+    for i, p in enumerate(parts):
+        M["XYZ".index(p.lstrip("+-")), i] = -1.0 if p.startswith("-") else 1.0
+    if np.linalg.det(M) < 0:
+        raise ContractError(f"axis map '{spec}' mirrors (it is not a rotation); flip one more axis sign or swap two "
+                            f"axes, e.g. '-X,-Y,Z' or 'X,-Z,Y'")
+    return M
+
+
+# FLAME channel → bone name per rig family (the add-on's bone picker starts from these)
+BONE_PRESETS: dict[str, dict[str, str]] = {
+    # FlameCap's own FLAME rig
+    "flame": {"root": "root", "neck": "neck", "jaw": "jaw", "eye_l": "eye_l", "eye_r": "eye_r"},
+    # Rigify generated rig: jaw control "jaw_master", head control "head"; eyes through their mechanism bones
+    "rigify": {"neck": "head", "jaw": "jaw_master", "eye_l": "MCH-eye.L", "eye_r": "MCH-eye.R"},
+    "mixamo": {"neck": "mixamorig:Head", "jaw": "mixamorig:Jaw", "eye_l": "mixamorig:LeftEye",
+               "eye_r": "mixamorig:RightEye"},
+    # Ready Player Me, VRM (after glTF import) and most game skeletons
+    "head_neck": {"neck": "Head", "jaw": "Jaw", "eye_l": "LeftEye", "eye_r": "RightEye"},
+}
+
+
+def _bone_key(name: str) -> str:
+    return "".join(ch for ch in name.lower().rsplit(":", 1)[-1] if ch.isalnum())
+
+
+def resolve_bones(preset: dict[str, str], available) -> dict[str, str]:
+    """The preset's bones found in ``available`` bone names: exact names first, then case, namespace
+    ("mixamorig:", "J_Bip_C_") and separator variants ("left_eye", "Eye.L" for LeftEye)."""
+    have = list(available)
+    by_key: dict[str, str] = {}
+    for b in have:
+        k = _bone_key(b)
+        by_key.setdefault(k, b)
+        for pre in ("jbipc", "jbipl", "jbipr", "jadjl", "jadjr", "bip", "def", "org"):
+            if k.startswith(pre) and len(k) > len(pre):
+                by_key.setdefault(k[len(pre):], b)
+        for side, word in (("l", "left"), ("r", "right")):
+            if k.endswith(side) and len(k) > 1:
+                by_key.setdefault(word + k[:-1], b)
+    out = {}
+    for ch, bone in preset.items():
+        if bone in have:
+            out[ch] = bone
+        elif _bone_key(bone) in by_key:
+            out[ch] = by_key[_bone_key(bone)]
+    return out
+
+
+def best_bone_preset(available) -> tuple[str, dict[str, str]]:
+    """The preset that finds the most bones in ``available``, and its resolved mapping."""
+    have = set(available)
+    scored = [(len(resolve_bones(p, have)), sum(b in have for b in p.values()), name)
+              for name, p in BONE_PRESETS.items() if name != "flame"]
+    *_, name = max(scored)
+    return name, resolve_bones(BONE_PRESETS[name], available)
