@@ -92,8 +92,13 @@ def metrics(res, target, anim, cal, blink, gaze_deg):
 def run(name, res, target, pairs, blink, gaze_deg, cache):
     from flamecap.retarget.calibrate import calibrate
     from flamecap.retarget.shapekeys import retarget_shape_keys
+    from flamecap.errors import FlameCapError
     t0 = time.perf_counter()
-    cal = calibrate(res, target, pairs, cache_dir=cache)
+    try:
+        cal = calibrate(res, target, pairs, cache_dir=cache)
+    except FlameCapError as exc:
+        print(f"{name:34s} calibration failed after {time.perf_counter() - t0:.1f} s: {exc}", flush=True)
+        return
     t_cal = time.perf_counter() - t0
     t0 = time.perf_counter()
     cal2 = calibrate(res, target, pairs, cache_dir=cache)
