@@ -23,8 +23,15 @@ from ._contract import contract
 
 log = logging.getLogger(__name__)
 
-RIGIFY = {"neck": "head", "jaw": "jaw_master", "eye_l": "MCH-eye.L", "eye_r": "MCH-eye.R"}
 FLAME_BONES = ("neck", "jaw", "eye_l", "eye_r")
+rot = contract.rotations
+PRESET_ITEMS = [("auto", "Auto", "the preset that finds the most bones"), ("rigify", "Rigify", ""),
+                ("mixamo", "Mixamo", ""), ("head_neck", "Head/Neck/Jaw/LeftEye/RightEye", "Ready Player Me, VRM"),
+                ("flame", "Same names", "FlameCap's own rig names")]
+# object properties: the last solve (animation file with the raw values), its mapping table and neutral frame
+PROP_ANIM = "flamecap_anim"
+PROP_MAPPING = "flamecap_mapping"
+PROP_NEUTRAL = "flamecap_neutral_frame"
 
 
 class RetargetError(ValueError):
@@ -32,51 +39,13 @@ class RetargetError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------
-# numpy helpers (mirrors of flamecap.retarget.bones / arkit, which the add-on cannot import)
+# numpy helpers (quaternions, axis maps, ARKit names: flamecap.contract)
 # ------------------------------------------------------------------------------------------------
-def _alnum(s: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", s.lower())
-
-
-def arkit_key(name: str) -> str:
-    """Comparable key for ARKit naming variants: 'EyeBlink_L', 'eyeBlinkLeft' → 'eyeblinkleft'."""
-    s = name.rsplit(".", 1)[-1] if "." in name and name.rsplit(".", 1)[-1].lower() not in ("l", "r") else name
-    m = re.search(r"[._\- ](l|r|left|right)$", s, re.IGNORECASE) or re.search(r"(?<=[a-z])(L|R)$", s)
-    if m:
-        return _alnum(s[: m.start()]) + ("left" if m.group(1).lower().startswith("l") else "right")
-    return _alnum(s)
-
-
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    q = np.asarray(q, np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = (q[..., i] for i in range(4))
-    return np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                     2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                     2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(q.shape[:-1] + (3, 3))
-
-
-def matrix_to_quat(R: np.ndarray) -> np.ndarray:
-    rv = contract.matrix_to_axis_angle(R)
-    th = np.linalg.norm(rv, axis=-1, keepdims=True)
-    k = np.where(th < 1e-12, 0.5, np.sin(0.5 * th) / np.where(th < 1e-12, 1.0, th))
-    q = np.concatenate([np.cos(0.5 * th), rv * k], -1)
-    for t in range(1, len(q)):
-        if np.dot(q[t], q[t - 1]) < 0:
-            q[t] = -q[t]
-    return q
-
-
 def axis_map_matrix(spec: str) -> np.ndarray:
-    parts = [p.strip().upper() for p in (spec or "X,Y,Z").split(",")]
-    M = np.zeros((3, 3))
-    if len(parts) != 3 or sorted(p.lstrip("+-") for p in parts) != ["X", "Y", "Z"]:
-        raise RetargetError(f"axis map '{spec}' must name X, Y and Z once each, e.g. 'X,-Z,Y'")
-    for i, p in enumerate(parts):
-        M["XYZ".index(p.lstrip("+-")), i] = -1.0 if p.startswith("-") else 1.0
-    if np.linalg.det(M) < 0:
-        raise RetargetError(f"axis map '{spec}' mirrors; flip one more sign or swap two axes")
-    return M
+    try:
+        return rot.axis_map_matrix(spec or "X,Y,Z")
+    except contract.ContractError as exc:
+        raise RetargetError(str(exc)) from None
 
 
 def retarget_rotation(R_src_local: np.ndarray, src_rest_world: np.ndarray, dst_rest_world: np.ndarray,
@@ -128,9 +97,9 @@ def copy_bone_rotations(source_rig, target_arm, bone_map: dict[str, str], axis_m
     act = anim_compat.new_action(action_name or f"{target_arm.name}_flamecap")
     slot = anim_compat.assign(target_arm, act, target_arm.name)
     for s, d in pairs:
-        R = quat_to_matrix(_sample_quaternions(source_rig, s, frames))
+        R = rot.quaternion_to_matrix(_sample_quaternions(source_rig, s, frames))
         Rt = retarget_rotation(R, _rest_world(source_rig, s), _rest_world(target_arm, d), M)
-        q = matrix_to_quat(Rt)
+        q = rot.matrix_to_quaternion(Rt)
         target_arm.pose.bones[d].rotation_mode = "QUATERNION"
         anim_compat.write_channels(act, slot, [(f'pose.bones["{d}"].rotation_quaternion', i, q[:, i])
                                                for i in range(4)], frames.astype(np.float64), group=d)
@@ -235,12 +204,7 @@ def export_character(obj, path: str, pairs: tuple | None = None) -> str:
     ones stored on the object, else none → automatic landmarks)."""
     v, f, names, d = mesh_arrays(obj)
     pairs = pairs if pairs is not None else stored_pairs(obj)
-    arrays = {"vertices": v, "faces": f.astype(np.int64), "key_deltas": d.astype(np.float32)}
-    if pairs is not None:
-        arrays["flame_vertices"] = np.asarray(pairs[0], np.int64)
-        arrays["target_vertices"] = np.asarray(pairs[1], np.int64)
-    contract.write_npz_atomic(path, arrays, {"format": "flamecap.character", "version": 1, "key_names": names,
-                                             "name": obj.name})
+    contract.save_character(path, v, f, names, d, obj.name, pairs)
     return path
 
 
@@ -270,8 +234,9 @@ def import_live_link_csv(obj, path: str, fps: float = 60.0, frame_start: int = 1
     if not rows or rows[0][0].strip().lower() != "timecode":
         raise RetargetError(f"{os.path.basename(path)} is not a Live Link Face CSV (no 'Timecode' column)")
     header = rows[0]
-    by_key = {arkit_key(kb.name): kb.name for kb in obj.data.shape_keys.key_blocks[1:]}
-    cols = [(c, by_key[arkit_key(h)]) for c, h in enumerate(header) if c >= 2 and arkit_key(h) in by_key]
+    by_key = {v: k for k, v in contract.match_arkit_names(kb.name for kb in obj.data.shape_keys.key_blocks[1:]).items()}
+    cols = [(c, by_key[contract.canonical_arkit_name(h)]) for c, h in enumerate(header)
+            if c >= 2 and contract.canonical_arkit_name(h) in by_key]
     if not cols:
         raise RetargetError(f"no CSV column matches a shape key of '{obj.name}' (ARKit names like eyeBlinkLeft)")
     if len(rows) < 2:
@@ -308,6 +273,21 @@ def _source_rig(context):
     return rig
 
 
+def bone_map_for(target_arm, preset: str, picked: dict[str, str]) -> dict[str, str]:
+    """FLAME bone → target bone: the preset's bones found in the armature (naming variants matched), with
+    the picked bones (non-empty entries of ``picked``) taking precedence."""
+    have = list(target_arm.data.bones.keys()) if target_arm is not None and target_arm.type == "ARMATURE" else []
+    if preset == "auto":
+        _, bm = rot.best_bone_preset(have)
+    elif preset == "flame":
+        bm = rot.resolve_bones({b: b for b in FLAME_BONES}, have)
+    else:
+        bm = rot.resolve_bones(rot.BONE_PRESETS[preset], have)
+    bm = {k: v for k, v in bm.items() if k in FLAME_BONES}
+    bm.update({k: v for k, v in picked.items() if v})
+    return bm
+
+
 class FLAMECAP_OT_retarget_bones(bpy.types.Operator):
     """Copy the FlameCap rig's neck, jaw and eye rotations onto the active armature's bones"""
 
@@ -315,17 +295,42 @@ class FLAMECAP_OT_retarget_bones(bpy.types.Operator):
     bl_label = "Retarget onto Armature"
     bl_options = {"REGISTER", "UNDO"}
 
-    preset: bpy.props.EnumProperty(items=[("rigify", "Rigify", ""), ("flame", "Same names", "")], default="rigify")
+    preset: bpy.props.EnumProperty(name="Preset", items=PRESET_ITEMS, default="auto")
+    neck_bone: bpy.props.StringProperty(name="Head/neck", description="bone that takes the neck rotation "
+                                        "(empty: the preset's)")
+    jaw_bone: bpy.props.StringProperty(name="Jaw", description="empty: the preset's")
+    eye_l_bone: bpy.props.StringProperty(name="Left eye", description="empty: the preset's")
+    eye_r_bone: bpy.props.StringProperty(name="Right eye", description="empty: the preset's")
     axis_map: bpy.props.StringProperty(name="Axis map", default="X,Y,Z")
+
+    def draw(self, context):
+        col = self.layout.column()
+        col.prop(self, "preset")
+        arm = context.active_object
+        for p in ("neck_bone", "jaw_bone", "eye_l_bone", "eye_r_bone"):
+            if arm is not None and arm.type == "ARMATURE":
+                col.prop_search(self, p, arm.data, "bones")
+            else:
+                col.prop(self, p)
+        col.prop(self, "axis_map")
 
     def execute(self, context):
         src = _source_rig(context)
         if src is None:
             self.report({"ERROR"}, "no FlameCap rig in the scene; import a result first")
             return {"CANCELLED"}
-        bm = RIGIFY if self.preset == "rigify" else {b: b for b in FLAME_BONES}
+        arm = context.active_object
+        picked = {"neck": self.neck_bone, "jaw": self.jaw_bone, "eye_l": self.eye_l_bone, "eye_r": self.eye_r_bone}
         try:
-            n = copy_bone_rotations(src, context.active_object, bm, self.axis_map)
+            if arm is not None and arm.type == "ARMATURE":
+                bad = [b for b in picked.values() if b and b not in arm.data.bones]
+                if bad:
+                    raise RetargetError(f"'{arm.name}' has no bone {bad[0]!r}; pick one of its bones")
+            bm = bone_map_for(arm, self.preset, picked)
+            if arm is not None and arm.type == "ARMATURE" and not bm:
+                wanted = sorted(rot.BONE_PRESETS.get(self.preset, rot.BONE_PRESETS["head_neck"]).values())
+                raise RetargetError(f"none of the bones {wanted} is in '{arm.name}'; pick the bones or another preset")
+            n = copy_bone_rotations(src, arm, bm, self.axis_map)
         except RetargetError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -355,7 +360,8 @@ class FLAMECAP_OT_retarget_shapekeys(bpy.types.Operator):
             mesh_arrays(obj)          # checks the target (mesh, shape keys) before anything runs
             tmp = tempfile.mkdtemp(prefix="flamecap_rt_")
             char = export_character(obj, os.path.join(tmp, "character.npz"))
-            out = os.path.join(tmp, "anim.npz")
+            from .prefs import user_dir
+            out = os.path.join(user_dir("retarget"), f"{re.sub(r'[^A-Za-z0-9_.-]', '_', obj.name)}.npz")
             prefs = context.preferences.addons.get(__package__)
             python = getattr(getattr(prefs, "preferences", None), "python_path", "") or runner.default_python()
             argv = [python, "-m", "flamecap", "retarget", "shapekeys", src["flamecap_result"], "--target", char,
@@ -363,9 +369,9 @@ class FLAMECAP_OT_retarget_shapekeys(bpy.types.Operator):
             st = runner.run_blocking(argv)
             if st.status != "done":
                 raise RetargetError(st.error or "the core failed")
-            arrays, meta = contract.read_npz(out, what="animation file")
-            frames = arrays["frame_index"] + 1
-            n = apply_key_animation(obj, list(meta["names"]), arrays["weights"], frames)
+            contract.load_animation(out)          # validated before anything is keyed
+            obj[PROP_ANIM] = out
+            n = rekey(obj)
         except (RetargetError, contract.ContractError) as exc:
             self.report({"ERROR"}, " ".join(str(exc).split()))
             return {"CANCELLED"}
@@ -373,6 +379,51 @@ class FLAMECAP_OT_retarget_shapekeys(bpy.types.Operator):
             if tmp is not None:
                 import shutil
                 shutil.rmtree(tmp, ignore_errors=True)
+        self.report({"INFO"}, f"keyed {n} shape keys")
+        return {"FINISHED"}
+
+
+def rekey(obj) -> int:
+    """Key ``obj``'s shape keys from its last solve's raw values (the animation file on the object) through
+    its mapping table (JSON on the object: source channel → target/gain/offset/lower/upper/smooth/enabled)
+    and neutral frame; no solve runs. Returns the number of keys written."""
+    import json
+    path = obj.get(PROP_ANIM)
+    if not path or not os.path.isfile(path):
+        raise RetargetError(f"'{obj.name}' has no solved take to re-key; run Retarget onto Shape Keys first")
+    arrays, meta = contract.load_animation(path)
+    try:
+        mapping = json.loads(obj.get(PROP_MAPPING, "{}") or "{}")
+    except json.JSONDecodeError as exc:
+        raise RetargetError(f"'{obj.name}': the mapping table {PROP_MAPPING} is not valid JSON ({exc}); fix or "
+                            f"delete it") from None
+    names = list(meta["names"])
+    frames = arrays["frame_index"] + 1
+    neutral = None
+    nf = obj.get(PROP_NEUTRAL)
+    if nf is not None and int(nf) >= 0:
+        hit = np.flatnonzero(frames == int(nf))
+        if hit.size == 0:
+            raise RetargetError(f"neutral frame {int(nf)} is outside the take ({frames[0]}..{frames[-1]})")
+        neutral = arrays["raw"][hit[0]]
+    targets, values = contract.apply_mapping(names, arrays["raw"], mapping, float(meta["fps"]), neutral)
+    return apply_key_animation(obj, targets, values, frames)
+
+
+class FLAMECAP_OT_rekey_shapekeys(bpy.types.Operator):
+    """Re-key the active character from its last solve with its mapping table (gain, offset, clamp, smoothing,
+    neutral frame) — no solve runs"""
+
+    bl_idname = "flamecap.rekey_shapekeys"
+    bl_label = "Re-key from Last Solve"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        try:
+            n = rekey(context.active_object)
+        except (RetargetError, contract.ContractError) as exc:
+            self.report({"ERROR"}, " ".join(str(exc).split()))
+            return {"CANCELLED"}
         self.report({"INFO"}, f"keyed {n} shape keys")
         return {"FINISHED"}
 
@@ -443,7 +494,7 @@ class FLAMECAP_OT_import_live_link(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (FLAMECAP_OT_retarget_bones, FLAMECAP_OT_retarget_shapekeys, FLAMECAP_OT_retarget_flame_head,
+classes = (FLAMECAP_OT_retarget_bones, FLAMECAP_OT_retarget_shapekeys, FLAMECAP_OT_rekey_shapekeys, FLAMECAP_OT_retarget_flame_head,
            FLAMECAP_OT_import_live_link)
 
 
@@ -454,6 +505,8 @@ def draw_panel(layout, context):
     col = box.column(align=True)
     col.enabled = obj is not None
     col.operator(FLAMECAP_OT_retarget_shapekeys.bl_idname, icon="SHAPEKEY_DATA")
+    if obj is not None and obj.get(PROP_ANIM):
+        col.operator(FLAMECAP_OT_rekey_shapekeys.bl_idname, icon="FILE_REFRESH")
     col.operator(FLAMECAP_OT_retarget_bones.bl_idname, icon="ARMATURE_DATA")
     col.operator(FLAMECAP_OT_retarget_flame_head.bl_idname, icon="MESH_MONKEY")
     col.operator(FLAMECAP_OT_import_live_link.bl_idname, icon="IMPORT")

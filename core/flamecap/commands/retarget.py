@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--full-jaw", action="store_true",
                    help="transfer FLAME's full posed deformation (default: the jaw apart from the closed-jaw "
                         "expressions, as shape-key rigs compose jawOpen with the other keys)")
+    q.add_argument("--no-drive", action="store_true",
+                   help="solve jawOpen / eyeBlink / eyeLook with the other keys (default: set them from the take's "
+                        "mouth opening, eye closure and gaze)")
+    q.add_argument("--cache-dir", help="where per-character calibrations are kept (default: ~/.flamecap/cache/"
+                                      "retarget)")
+    q.add_argument("--no-cache", action="store_true", help="calibrate again and keep nothing")
     q.add_argument("-o", "--output", required=True, help="animation .npz (flamecap.shapekey_anim)")
     q.add_argument("--csv", help="also write the ARKit channels as a Live Link Face CSV")
     add_progress_argument(q)
@@ -118,11 +124,15 @@ def _read_json(path: str, what: str) -> dict:
 
 
 def cmd_shapekeys(args) -> int:
+    from ..contract.npzio import check_output_path
     from ..contract.result import load_result
+    from ..paths import cache_dir
     from ..retarget.arkit import ChannelMap
+    from ..retarget.calibrate import calibrate
     from ..retarget.io import load_character, save_animation
-    from ..retarget.shapekeys import Correspondences, register_target, retarget_shape_keys
+    from ..retarget.shapekeys import retarget_shape_keys
     from ..retarget.solve import SolveConfig
+    check_output_path(args.output, "animation")
     res = load_result(args.result)
     target, pairs = load_character(args.target)
     if args.pairs:
@@ -131,17 +141,17 @@ def cmd_shapekeys(args) -> int:
             raise InputError(f"{args.pairs} must hold {{\"flame\": [...], \"target\": [...]}} vertex ids")
         pairs = (spec["flame"], spec["target"])
     channels = ChannelMap.from_dict(_read_json(args.channels, "channel settings")) if args.channels else None
+    solve = SolveConfig(smooth=args.smooth)
     em = _emitter(args)
     progress = _progress_fn(em)
-    corr = Correspondences.from_vertices(res, target, *pairs) if pairs is not None else None
-    reg = None
-    if corr is not None:
-        reg = register_target(res, target, corr, nonrigid=not args.rigid)
+    cal = calibrate(res, target, pairs, cache_dir=None if args.no_cache else (args.cache_dir or cache_dir("retarget")),
+                    nonrigid=not args.rigid, progress=progress)
     keys = [k.strip() for k in args.keys.split(",")] if args.keys else None
-    anim = retarget_shape_keys(res, target, corr, registration=reg, channels=channels,
-                               solve=SolveConfig(smooth=args.smooth), keys=keys, split_jaw=not args.full_jaw,
+    anim = retarget_shape_keys(res, target, cal.correspondences, registration=cal.registration, channels=channels,
+                               solve=solve, keys=keys, split_jaw=not args.full_jaw, drive=not args.no_drive,
                                progress=progress)
-    path = save_animation(args.output, anim, target.name)
+    path = save_animation(args.output, anim, target.name,
+                          {"key": cal.key, "cached": cal.cached, "seconds": round(cal.seconds, 3)})
     if args.csv:
         from ..export_formats import result_rotations, take_from_weights, write_live_link_csv
         ark = anim.arkit()
@@ -149,7 +159,8 @@ def cmd_shapekeys(args) -> int:
             raise InputError(f"'{target.name}' has no ARKit-named keys; a Live Link Face CSV needs them")
         write_live_link_csv(args.csv, take_from_weights(ark, np.asarray(res["time_s"]), res.fps,
                                                         result_rotations(res)))
-    log.info("retargeted %d frames onto %d keys of '%s' (mean residual %.3g)", res.n_frames, len(anim.names),
-             target.name, float(np.mean(anim.residual)))
+    log.info("retargeted %d frames onto %d keys of '%s' (calibration %s, solve %.3f s, mean residual %.3g)",
+             res.n_frames, len(anim.names), target.name, "cached" if cal.cached else f"{cal.seconds:.1f} s",
+             anim.timings["solve_s"], float(np.mean(anim.residual)))
     _done(em, Path(path))
     return 0

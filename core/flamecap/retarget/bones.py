@@ -15,45 +15,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..contract.conventions import FLAME_TO_BLENDER, axis_angle_to_matrix, matrix_to_axis_angle
+from ..contract.conventions import FLAME_TO_BLENDER, axis_angle_to_matrix
+from ..contract.errors import ContractError
+from ..contract.rotations import BONE_PRESETS, matrix_to_quaternion, resolve_bones
+from ..contract.rotations import axis_map_matrix as _axis_map_matrix
 from ..errors import InputError
 
 CHANNELS = ("neck", "jaw", "eye_l", "eye_r", "root")
 
-# Bone names per preset: FLAME channel → bone name.
-PRESETS: dict[str, dict[str, str]] = {
-    # FlameCap's own FLAME rig (blender_addon/scene.py)
-    "flame": {"root": "root", "neck": "neck", "jaw": "jaw", "eye_l": "eye_l", "eye_r": "eye_r"},
-    # Rigify generated rig (face "skin" rigs / super_face): jaw control "jaw_master", spine head/neck
-    # controls "head" and "neck"; eyes are aimed by targets, so drive the eye mechanism bones.
-    "rigify": {"neck": "head", "jaw": "jaw_master", "eye_l": "MCH-eye.L", "eye_r": "MCH-eye.R"},
-    # common game/Mixamo-style names
-    "mixamo": {"neck": "mixamorig:Head", "jaw": "mixamorig:Jaw", "eye_l": "mixamorig:LeftEye",
-               "eye_r": "mixamorig:RightEye"},
-}
+PRESETS = BONE_PRESETS
 
 
 def axis_map_matrix(spec: str | None) -> np.ndarray:
-    """"X,Y,Z" (identity), "-X,Z,Y" ... → signed permutation (3, 3): FLAME axis i goes to target axis
-    named in position i."""
-    if not spec:
-        return np.eye(3)
-    parts = [p.strip().upper() for p in str(spec).split(",")]
-    M = np.zeros((3, 3))
-    used = set()
-    if len(parts) != 3:
-        raise InputError(f"axis map '{spec}' must name 3 axes like 'X,-Z,Y'")
-    for i, p in enumerate(parts):
-        sign = -1.0 if p.startswith("-") else 1.0
-        ax = p.lstrip("+-")
-        if ax not in ("X", "Y", "Z") or ax in used:
-            raise InputError(f"axis map '{spec}' must use each of X, Y, Z once (with optional '-')")
-        used.add(ax)
-        M["XYZ".index(ax), i] = sign
-    if np.linalg.det(M) < 0:
-        raise InputError(f"axis map '{spec}' mirrors (it is not a rotation); flip one more axis sign or swap two "
-                         f"axes, e.g. '-X,-Y,Z' or 'X,-Z,Y'")
-    return M
+    """:func:`flamecap.contract.rotations.axis_map_matrix` with the core's input error."""
+    try:
+        return _axis_map_matrix(spec)
+    except ContractError as exc:
+        raise InputError(str(exc)) from None
 
 
 @dataclass
@@ -72,8 +50,7 @@ class BoneMap:
 
     def resolve(self, available: list[str]) -> dict[str, str]:
         """The mapping restricted to bones the armature has; raises when none is there."""
-        have = set(available)
-        out = {c: b for c, b in self.bones.items() if b in have}
+        out = resolve_bones(self.bones, available)
         if self.bones and not out:
             raise InputError(f"none of the bones {sorted(self.bones.values())} is in the armature; pick the bones "
                              f"by hand or another preset")
@@ -115,11 +92,4 @@ def _orthonormal(m: np.ndarray) -> np.ndarray:
 
 def matrices_to_quaternions(R: np.ndarray) -> np.ndarray:
     """(T, 3, 3) → (T, 4) (w, x, y, z), sign-continuous over T."""
-    rv = matrix_to_axis_angle(R)
-    theta = np.linalg.norm(rv, axis=-1, keepdims=True)
-    k = np.where(theta < 1e-12, 0.5, np.sin(0.5 * theta) / np.where(theta < 1e-12, 1.0, theta))
-    q = np.concatenate([np.cos(0.5 * theta), rv * k], axis=-1)
-    for t in range(1, len(q)):
-        if np.dot(q[t], q[t - 1]) < 0:
-            q[t] = -q[t]
-    return q
+    return matrix_to_quaternion(R)

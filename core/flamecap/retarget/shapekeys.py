@@ -22,9 +22,8 @@ from ..contract.events import ProgressCallback
 from ..contract.result import TrackingResult
 from ..errors import InputError, NoFaceError
 from .arkit import ChannelMap, match_arkit_names
-from .deform import face_displacements, face_displacements_linearised
 from .registration import Similarity, closest_points, local_affines, nonrigid_icp, umeyama
-from .solve import SolveConfig, solve_weights
+from .solve import SolveConfig
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +89,7 @@ class Correspondences:
     flame_vertex_index: np.ndarray | None = None   # (L,) when given as FLAME vertex indices
     source: str = "user"
     landmark_id: np.ndarray | None = None          # (L,) MediaPipe point ids when detected automatically
+    flame_landmarks: np.ndarray | None = None      # (478, 3) every MediaPipe point on the FLAME head (NaN: not found)
 
     @classmethod
     def from_vertices(cls, result: TrackingResult, target: ShapeKeyTarget, flame_vertices, target_vertices,
@@ -196,7 +196,8 @@ def register_target(result: TrackingResult, target: ShapeKeyTarget, corresponden
 @dataclass
 class ShapeKeyAnimation:
     """Solved key values: names (K,), weights (T, K) after gain/offset/limits, raw (T, K) as solved,
-    residual (T,) RMS fit error per frame (target units), frame_index (T,), fps."""
+    residual (T,) RMS fit error per frame (target units), frame_index (T,), fps; ``driven``: the keys set
+    from pose features (jaw opening, eye closure, gaze) rather than solved."""
 
     names: list[str]
     weights: np.ndarray
@@ -205,6 +206,8 @@ class ShapeKeyAnimation:
     frame_index: np.ndarray
     fps: float
     registration: Registration | None = None
+    driven: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
 
     def arkit(self) -> dict[str, np.ndarray]:
         """Canonical ARKit name → (T,) for the keys that are ARKit variants."""
@@ -212,28 +215,24 @@ class ShapeKeyAnimation:
         return {m[n]: self.weights[:, k] for k, n in enumerate(self.names) if n in m}
 
 
-def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
-                        correspondences: Correspondences | None = None, *,
-                        registration: Registration | None = None, channels: ChannelMap | None = None,
-                        solve: SolveConfig = SolveConfig(), keys: list[str] | None = None,
-                        flame_albedo: np.ndarray | None = None, split_jaw: bool = True,
-                        progress: ProgressCallback | None = None) -> ShapeKeyAnimation:
-    """Solve the target's shape-key values for every frame of ``result``.
+@dataclass
+class CharacterBasis:
+    """A character's keys and the take's FLAME feature basis in the character's space, as normal equations:
+    G = AᵀA (K, K), P = AᵀΦ (K, F), Q = ΦᵀΦ (F, F), M = rows of A. Built once per (character, take head);
+    every frame's solve then needs only its features (F,)."""
 
-    ``keys`` restricts the solve to these key names (default: all keys that move the face). Without
-    ``correspondences``/``registration`` the automatic landmark detection runs (:func:`auto_correspondences`;
-    ``flame_albedo`` (V, 3) colours the FLAME head's renders). ``split_jaw`` (default) transfers the jaw's
-    deformation and the closed-jaw expression deformation separately, as a linear shape-key rig composes
-    them (:func:`.deform.face_displacements_linearised`); False transfers FLAME's full posed deformation."""
-    channels = channels or ChannelMap()
-    if registration is None:
-        if correspondences is None:
-            if progress:
-                progress("embedding", 0.0, "detecting landmarks on the target")
-            correspondences = auto_correspondences(result, target, flame_albedo=flame_albedo, progress=progress)
-        if progress:
-            progress("fit", 0.1, "registering FLAME onto the target")
-        registration = register_target(result, target, correspondences)
+    names: list[str]
+    G: np.ndarray
+    P: np.ndarray
+    Q: np.ndarray
+    M: int
+    phi_flame: np.ndarray = field(repr=False)     # (V, 3, F) the take's basis on the FLAME head
+
+
+def character_basis(result: TrackingResult, target: ShapeKeyTarget, registration: Registration,
+                    keys: list[str] | None = None) -> CharacterBasis:
+    """The keys that move the face (all, or ``keys``) and the feature basis carried onto the character."""
+    from .features import feature_basis
     names = list(target.key_names) if keys is None else list(keys)
     missing = [n for n in names if n not in target.key_names]
     if missing:
@@ -245,24 +244,79 @@ def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
         raise InputError(f"none of the shape keys of '{target.name}' moves its face; check that the keys are "
                          f"on the head mesh and are not empty")
     names = [n for n, m in zip(names, moving) if m]
-    basis = basis[moving]
+    A = basis[moving].reshape(int(moving.sum()), -1).T                       # (3N, K)
+    phi = feature_basis(result)                                               # (V, 3, F)
+    Pc = registration.transfer(np.moveaxis(phi, 2, 0)).reshape(phi.shape[2], -1).T   # (3N, F)
+    return CharacterBasis(names=names, G=A.T @ A, P=A.T @ Pc, Q=Pc.T @ Pc, M=A.shape[0], phi_flame=phi)
+
+
+def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
+                        correspondences: Correspondences | None = None, *,
+                        registration: Registration | None = None, channels: ChannelMap | None = None,
+                        solve: SolveConfig = SolveConfig(), keys: list[str] | None = None,
+                        flame_albedo: np.ndarray | None = None, split_jaw: bool = True, drive: bool = True,
+                        basis: CharacterBasis | None = None,
+                        progress: ProgressCallback | None = None) -> ShapeKeyAnimation:
+    """Solve the target's shape-key values for every frame of ``result``.
+
+    ``keys`` restricts the solve to these key names (default: all keys that move the face). Without
+    ``correspondences``/``registration`` the automatic landmark detection runs (:func:`auto_correspondences`;
+    ``flame_albedo`` (V, 3) colours the FLAME head's renders); :func:`.calibrate.calibrate` does the same with
+    a cache. ``split_jaw`` (default) transfers the jaw's deformation and the closed-jaw expression
+    deformation separately, as a linear shape-key rig composes them, through the linear feature basis
+    (:mod:`.features`; no per-frame vertex work); False transfers FLAME's full posed deformation frame by
+    frame (slow; for comparison). ``drive`` (default) sets ARKit jawOpen, eyeBlink* and eyeLook* from the
+    take's mouth opening, eye closure and gaze (:mod:`.drive`) and solves the other keys around them."""
+    import time
+    from .drive import driven_values
+    from .features import frame_features
+    from .solve import NormalEquations, normal_equations, solve_normal
+
+    channels = channels or ChannelMap()
+    t0 = time.perf_counter()
+    if registration is None:
+        if correspondences is None:
+            if progress:
+                progress("calibrate", 0.0, "detecting landmarks on the target")
+            correspondences = auto_correspondences(result, target, flame_albedo=flame_albedo, progress=progress)
+        if progress:
+            progress("calibrate", 0.9, "registering FLAME onto the target")
+        registration = register_target(result, target, correspondences)
+    t1 = time.perf_counter()
     if progress:
-        progress("fit", 0.3, "transferring the FLAME deformation")
+        progress("solve", 0.0, "carrying the FLAME deformation basis onto the character")
+    cb = basis if basis is not None else character_basis(result, target, registration, keys)
+    names = cb.names
     T = result.n_frames
-    targets = np.empty((T, len(target.vertices), 3))
-    displacements = face_displacements_linearised if split_jaw else face_displacements
-    for s in range(0, T, 128):
-        targets[s:s + 128] = registration.transfer(displacements(result, np.arange(s, min(s + 128, T))))
+    feats = frame_features(result)
+    t2 = time.perf_counter()
+    if split_jaw:
+        ne = NormalEquations(G=cb.G, B=feats @ cb.P.T, dd=np.einsum("tf,fg,tg->t", feats, cb.Q, feats), M=cb.M)
+    else:
+        from .deform import face_displacements
+        idx = [target.key_names.index(n) for n in names]
+        kb = target.key_deltas[idx] * registration.weight[None, :, None]
+        targets = np.empty((T, len(target.vertices), 3))
+        for s in range(0, T, 128):
+            targets[s:s + 128] = registration.transfer(face_displacements(result, np.arange(s, min(s + 128, T))))
+        ne = normal_equations(kb, targets)
+    pinned = driven_values(result, target, registration, names, cb.phi_flame, feats,
+                           correspondences) if drive else {}
     lo, hi = channels.bounds(names)
+    t_drive = time.perf_counter()
     if progress:
-        progress("fit", 0.5, f"solving {len(names)} keys over {T} frames")
-    sol = solve_weights(basis, targets, lo, hi, solve)
+        progress("solve", 0.5, f"solving {len(names)} keys over {T} frames")
+    sol = solve_normal(ne, lo, hi, solve, pinned={names.index(n): v for n, v in pinned.items()})
     out = channels.apply(names, sol.weights)
+    t3 = time.perf_counter()
     if progress:
-        progress("fit", 1.0, "done")
+        progress("solve", 1.0, "done")
     return ShapeKeyAnimation(names=names, weights=out, raw=sol.weights, residual=sol.residual,
                              frame_index=np.asarray(result["frame_index"]), fps=result.fps,
-                             registration=registration)
+                             registration=registration, driven=sorted(pinned),
+                             timings={"calibrate_s": t1 - t0, "basis_s": t2 - t1, "drive_s": t_drive - t2,
+                                      "solve_s": t3 - t_drive,
+                                      "iterations": sol.iterations})
 
 
 def auto_correspondences(result: TrackingResult, target: ShapeKeyTarget, target_axes: str = "blender", *,
@@ -319,4 +373,4 @@ def auto_correspondences(result: TrackingResult, target: ShapeKeyTarget, target_
                           f"by hand (landmark vertices)")
     log.info("automatic correspondences: %d MediaPipe landmarks on both meshes", int(ok.sum()))
     return Correspondences(flame_points=flame[ok], target_points=tp[ok], source="auto",
-                           landmark_id=np.nonzero(ok)[0])
+                           landmark_id=np.nonzero(ok)[0], flame_landmarks=flame)

@@ -1,13 +1,20 @@
-"""Per-frame shape-key weights from target displacements: bounded least squares with temporal smoothness.
+"""Per-frame shape-key weights: bounded least squares with a temporal term, batched over the whole take.
 
 For frame t with target displacements dₜ (N·3,) and key basis A (N·3, K):
 
     min Σₜ ‖A wₜ − dₜ‖² + Σₜ Σₖ λ_s,ₖ (wₜₖ − wₜ₋₁,ₖ)² + Σₜ Σₖ λ_r,ₖ wₜₖ²,   lower ≤ wₜ ≤ upper
 
-The data term is reduced exactly to K rows per frame (Cholesky of AᵀA + λ_r I), the frames are stacked
-into one sparse banded system and solved by ``scipy.optimize.lsq_linear`` (windows of ``window`` frames
-with overlap for long clips). λ_s and λ_r are per key, relative to that key's own diagonal entry of AᵀA (its squared size), so they
-are unitless and small keys (eyelids) are smoothed as much as large ones (jaw).
+Only the normal equations enter: G = AᵀA (K, K) once per character and bₜ = Aᵀdₜ per frame, so the solve
+never touches vertices (:mod:`.shapekeys` builds bₜ from a per-character (K, F) projection of the FLAME
+feature basis). λ_s and λ_r are per key, relative to that key's own diagonal entry of G (its squared size),
+so they are unitless and small keys (eyelids) are smoothed as much as large ones (jaw).
+
+The box-constrained QP over all T·K values is solved by ADMM (splitting w = z, z in the box). Its linear
+step (G + λ_r + ρ) ⊗ I_T + λ_s ⊗ (path Laplacian) is diagonalised exactly by the eigenvectors of the
+(scaled) G and the DCT-II along time (the DCT diagonalises the free-ended path Laplacian), so each
+iteration is two (T, K)×(K, K) products, two DCTs and a projection — no factorisation per frame or window,
+and a free change of ρ (residual balancing). Keys can be pinned per frame (values driven from pose
+features, :mod:`.shapekeys`); they leave the solve and enter the right-hand side.
 """
 from __future__ import annotations
 
@@ -15,8 +22,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.optimize import lsq_linear
+from scipy.fft import dct, idct
 
 from ..errors import InputError
 
@@ -27,99 +33,123 @@ log = logging.getLogger(__name__)
 class SolveConfig:
     smooth: float = 0.05     # temporal smoothness λ_s (relative)
     l2: float = 1e-4         # pull toward 0 λ_r (relative); keeps near-duplicate keys well-posed
-    window: int = 240        # frames per stacked solve
-    overlap: int = 16        # frames shared by consecutive windows (blended)
-    tol: float = 1e-10
+    tol: float = 1e-5        # stop when primal and dual ADMM residuals (weight units) are below this
+    max_iter: int = 3000
 
     def __post_init__(self):
-        if self.smooth < 0 or self.l2 < 0:
+        if not (self.smooth >= 0 and self.l2 >= 0):
             raise InputError("smooth and l2 must be >= 0")
-        if self.window < 2 or not 0 <= self.overlap < self.window // 2:
-            raise InputError("window must be >= 2 and overlap < window/2")
+        if not (self.tol > 0 and self.max_iter >= 1):
+            raise InputError("tol must be > 0 and max_iter >= 1")
 
 
 @dataclass
 class WeightSolution:
     weights: np.ndarray     # (T, K)
     residual: np.ndarray    # (T,) RMS per frame of A w − d (units of d)
+    iterations: int = 0
+
+
+@dataclass
+class NormalEquations:
+    """G = AᵀA (K, K), B = Aᵀdₜ per frame (T, K), and dd = ‖dₜ‖² (T,) for residuals; M = rows of A
+    (N·3, for the RMS)."""
+
+    G: np.ndarray
+    B: np.ndarray
+    dd: np.ndarray
+    M: int
+
+
+def normal_equations(basis: np.ndarray, targets: np.ndarray) -> NormalEquations:
+    """From basis (K, N, 3) key deltas and targets (T, N, 3) displacements."""
+    basis = np.asarray(basis, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if basis.ndim != 3 or targets.ndim != 3 or basis.shape[1:] != targets.shape[1:]:
+        raise InputError(f"basis {basis.shape} and targets {targets.shape} do not match (K,N,3)/(T,N,3)")
+    A = basis.reshape(basis.shape[0], -1).T
+    D = targets.reshape(targets.shape[0], -1)
+    return NormalEquations(G=A.T @ A, B=D @ A, dd=np.einsum("tm,tm->t", D, D), M=A.shape[0])
 
 
 def solve_weights(basis: np.ndarray, targets: np.ndarray, lower: np.ndarray | float = 0.0,
                   upper: np.ndarray | float = 1.0, config: SolveConfig = SolveConfig()) -> WeightSolution:
     """basis (K, N, 3) key deltas; targets (T, N, 3) displacements → weights (T, K) in [lower, upper]."""
-    basis = np.asarray(basis, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
-    K = basis.shape[0]
-    T = targets.shape[0]
-    if basis.ndim != 3 or targets.ndim != 3 or basis.shape[1:] != targets.shape[1:]:
-        raise InputError(f"basis {basis.shape} and targets {targets.shape} do not match (K,N,3)/(T,N,3)")
-    A = basis.reshape(K, -1).T                                   # (M, K)
-    D = targets.reshape(T, -1)                                   # (T, M)
-    G = A.T @ A
-    scale = float(np.mean(np.diag(G)))
+    return solve_normal(normal_equations(basis, targets), lower, upper, config)
+
+
+def solve_normal(ne: NormalEquations, lower: np.ndarray | float = 0.0, upper: np.ndarray | float = 1.0,
+                 config: SolveConfig = SolveConfig(), pinned: dict[int, np.ndarray] | None = None) -> WeightSolution:
+    """The bounded, temporally smooth solve from normal equations. ``pinned``: key index → (T,) values
+    fixed per frame (they are not solved; their effect on the other keys is)."""
+    G = np.asarray(ne.G, dtype=np.float64)
+    B = np.asarray(ne.B, dtype=np.float64)
+    T, K = B.shape
+    diag = np.diag(G)
+    scale = float(np.mean(diag)) if K else 0.0
     if not np.isfinite(scale) or scale <= 0:
         raise InputError("the shape keys do not move any vertex; nothing to solve for")
-    # per-key weights: each key is regularised relative to its own size (diag of AᵀA), so a small key
-    # (an eyelid) is smoothed as much as a large one (the jaw), not ~100× more
-    gk = np.maximum(np.diag(G), 1e-12 * scale)
-    lam_r = config.l2 * gk
-    lam_s = config.smooth * gk
-    Gr = G + np.diag(lam_r)
-    Lc = np.linalg.cholesky(Gr)                                  # Gr = Lc Lcᵀ
-    B = D @ A                                                    # (T, K) = (Aᵀ dₜ)ᵀ
-    Y = np.linalg.solve(Lc, B.T).T                               # rows: Lc⁻¹ Aᵀ dₜ
-    lo = np.broadcast_to(np.asarray(lower, dtype=np.float64), (K,))
-    hi = np.broadcast_to(np.asarray(upper, dtype=np.float64), (K,))
-    pinned = lo == hi
+    lo = np.broadcast_to(np.asarray(lower, dtype=np.float64), (K,)).copy()
+    hi = np.broadcast_to(np.asarray(upper, dtype=np.float64), (K,)).copy()
     W = np.zeros((T, K))
-    step = config.window - config.overlap
-    starts = list(range(0, max(T - config.overlap, 1), step))
-    prev_end = 0
-    for s in starts:
-        e = min(s + config.window, T)
-        Ww = _solve_window(Lc.T, Y[s:e], lam_s, lo, hi, pinned, config.tol)
-        if s == 0:
-            W[s:e] = Ww
-        else:
-            ov = prev_end - s
-            ramp = np.linspace(0, 1, ov + 2)[1:-1, None] if ov > 0 else np.zeros((0, 1))
-            W[s:prev_end] = (1 - ramp) * W[s:prev_end] + ramp * Ww[:ov]
-            W[prev_end:e] = Ww[ov:]
-        prev_end = e
-        if e >= T:
-            break
-    res = np.sqrt(np.mean((W @ A.T - D) ** 2, axis=1))
-    return WeightSolution(weights=W, residual=res)
+    fixed = np.zeros(K, bool)
+    for k, vals in (pinned or {}).items():
+        W[:, k] = np.clip(np.asarray(vals, dtype=np.float64).reshape(T), lo[k], hi[k])
+        fixed[k] = True
+    const = (lo == hi) & ~fixed
+    W[:, const] = lo[const]
+    fixed |= const
+    free = ~fixed
+    iters = 0
+    if free.any() and T:
+        Bf = B[:, free] - W[:, fixed] @ G[fixed][:, free]
+        W[:, free], iters = _admm(G[np.ix_(free, free)], Bf, lo[free], hi[free],
+                                  np.maximum(diag[free], 1e-12 * scale), config)
+    quad = np.einsum("tk,kl,tl->t", W, G, W) - 2 * np.einsum("tk,tk->t", W, B) + ne.dd
+    res = np.sqrt(np.maximum(quad, 0.0) / max(ne.M, 1))
+    return WeightSolution(weights=W, residual=res, iterations=iters)
 
 
-def _solve_window(U: np.ndarray, Y: np.ndarray, lam_s: np.ndarray, lo, hi, pinned, tol) -> np.ndarray:
-    n, K = Y.shape
-    free = ~pinned
-    if not np.any(lam_s > 0) or n == 1:
-        out = np.empty((n, K))
-        for t in range(n):
-            out[t] = _bounded(U, Y[t], lo, hi, pinned, tol)
-        return out
-    blocks = [sp.kron(sp.eye(n), sp.csr_matrix(U[:, free]))]
-    rhs = [(Y - (U[:, pinned] @ lo[pinned])[None]).reshape(-1)]
-    Kf = int(free.sum())
-    diff = sp.diags([-np.ones(n - 1), np.ones(n - 1)], [0, 1], shape=(n - 1, n))
-    blocks.append(sp.kron(diff, sp.diags(np.sqrt(lam_s[free]))))
-    rhs.append(np.zeros((n - 1) * Kf))
-    M = sp.vstack(blocks).tocsr()
-    b = np.concatenate(rhs)
-    lb = np.tile(lo[free], n)
-    ub = np.tile(hi[free], n)
-    sol = lsq_linear(M, b, bounds=(lb, ub), method="trf", lsq_solver="lsmr", tol=tol, max_iter=200)
-    out = np.tile(lo, (n, 1)).astype(np.float64)
-    out[:, free] = sol.x.reshape(n, Kf)
-    return out
+def _admm(G: np.ndarray, B: np.ndarray, lo: np.ndarray, hi: np.ndarray, gk: np.ndarray,
+          config: SolveConfig) -> tuple[np.ndarray, int]:
+    """min ½ Σₜ wₜᵀ(G + λ_r)wₜ − bₜᵀwₜ + ½ λ_s Σ (Δₜw)², lo ≤ w ≤ hi, in variables scaled by √gk."""
+    T, K = B.shape
+    s = 1.0 / np.sqrt(gk)                                      # w = s · x: unit diagonal
+    Gs = s[:, None] * G * s[None, :] + config.l2 * np.eye(K)
+    gam, Q = np.linalg.eigh(Gs)
+    gam = np.maximum(gam, 1e-12)
+    Bs = B * s
+    xlo, xhi = lo / s, hi / s
+    mu = 4.0 * np.sin(np.pi * np.arange(T) / (2.0 * T)) ** 2   # path-Laplacian eigenvalues (DCT-II order)
+    base = gam[None, :] + config.smooth * mu[:, None]          # (T, K) in the (DCT, eigen) basis
+    Bhat = dct(Bs @ Q, type=2, norm="ortho", axis=0)
 
+    def x_step(v_hat, rho):
+        return idct((Bhat + rho * v_hat) / (base + rho), type=2, norm="ortho", axis=0) @ Q.T
 
-def _bounded(U, y, lo, hi, pinned, tol):
-    free = ~pinned
-    out = lo.astype(np.float64).copy()
-    if free.any():
-        b = y - U[:, pinned] @ lo[pinned]
-        out[free] = lsq_linear(U[:, free], b, bounds=(lo[free], hi[free]), method="bvls", tol=tol).x
-    return out
+    rho = float(np.sqrt(gam.min() * gam.max()))
+    x = x_step(np.zeros((T, K)), 0.0) if config.smooth > 0 or gam.min() > 1e-9 else np.zeros((T, K))
+    z = np.clip(x, xlo, xhi)
+    u = np.zeros((T, K))
+    tol = config.tol
+    it = 0
+    for it in range(1, config.max_iter + 1):
+        v = z - u
+        x = x_step(dct(v @ Q, type=2, norm="ortho", axis=0), rho)
+        xr = 1.6 * x + (1 - 1.6) * z                           # over-relaxation
+        z_old = z
+        z = np.clip(xr + u, xlo, xhi)
+        u = u + xr - z
+        if it % 10 == 0 or it == config.max_iter:
+            r = np.max(np.abs((x - z) * s))
+            d = rho * np.max(np.abs((z - z_old) * s))
+            if r < tol and d < tol:
+                break
+            if r > 10 * d:                                      # residual balancing: ρ is free to change
+                rho *= 2.0
+                u /= 2.0
+            elif d > 10 * r:
+                rho /= 2.0
+                u *= 2.0
+    log.debug("ADMM: %d iterations, rho %.3g", it, rho)
+    return z * s, it
