@@ -49,7 +49,7 @@ from .base import SurfaceBinding
 log = logging.getLogger(__name__)
 
 N_MP = 478
-CALIB_VERSION = 3   # 3: points restricted to their part of the head; painted eyes on models without albedo
+CALIB_VERSION = 4   # 4: points restricted to their part of the head; painted eyes and mouth on models without albedo
 SKIN_RGB = (0.87, 0.68, 0.58)
 # MediaPipe's inner lip contour (FACEMESH_LIPS, inner ring): bound from the open-mouth renders
 UPPER_INNER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415)
@@ -59,6 +59,11 @@ INNER_LIPS = (78, 308) + UPPER_INNER_LIP + LOWER_INNER_LIP
 RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
 LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
 IRISES = tuple(range(468, 478))
+OUTER_LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409)
+# MediaPipe's chin and jaw-line points follow its own face prior more than the jaw: on renders with a known
+# jaw they move about 0.6–0.8× as far as the surface they bind to, and at full weight they hold the fitted
+# jaw half shut; the lips, which show where the mouth opens, keep their σ
+JAW_CONTOUR_SIGMA_SCALE = 3.0
 # iBUG-68 point → MediaPipe point (jaw line, brows, nose, eyes, outer and inner lips)
 MP_FOR_68 = (162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
              70, 63, 105, 66, 107, 336, 296, 334, 293, 300, 168, 197, 5, 4, 75, 97, 2, 326, 305,
@@ -227,11 +232,23 @@ def face_parts(faces: np.ndarray, weights: np.ndarray | None) -> np.ndarray | No
 def painted_albedo(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray, joints: np.ndarray) -> np.ndarray:
     """Per-vertex RGB (V, 3) for a head without its own albedo: skin, eyes (sclera, iris, pupil about each
     eyeball's forward +Z axis from its joint) and dark lash lines on the lid skin bordering the eyeballs —
-    features a face detector needs to see where the eyes are, found from the rig alone."""
-    from ..flame.face_regions import IRIS, LASH, PUPIL, SCLERA, smoothstep
+    features a face detector needs to see where the eyes are, found from the rig alone — and a dark mouth
+    interior: the skin facing away from the viewer behind the lips (near the front vertices the jaw and the
+    head share), so the inner lip contour shows where the lips part."""
+    from scipy.spatial import cKDTree
+
+    from ..flame.face_regions import IRIS, LASH, MOUTH, PUPIL, SCLERA, smoothstep
+    from ..render.raster import vertex_normals
     v = np.asarray(vertices, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     col = np.tile(np.asarray(SKIN_RGB), (len(v), 1))
+    eyes = w[:, 3:5].sum(1) > 0.5
+    front = v[:, 2] > joints[2, 2] + 0.06
+    shared = np.flatnonzero((w[:, 2] > 0.2) & (w[:, 2] < 0.8) & front & ~eyes)
+    if shared.size:
+        d, _ = cKDTree(v[shared]).query(v)
+        interior = (d < 0.012) & (vertex_normals(v, faces)[:, 2] < 0.2) & ~eyes
+        col[interior] = MOUTH
     for j in (3, 4):
         ball = w[:, j] > 0.5
         if not ball.any():
@@ -511,15 +528,26 @@ def mediapipe_binding(model: FlameModelData, source: str = "auto", cache: bool =
                       progress: ProgressCallback | None = None) -> SurfaceBinding:
     """How the 478 MediaPipe points bind to ``model``: ``"auto"`` (default: official where the model has its
     embedding, self-calibrated and bias-corrected elsewhere), ``"official"`` (only the model's ``mp_*``
-    points; :class:`ModelError` when absent) or ``"self-calibrated"``."""
+    points; :class:`ModelError` when absent) or ``"self-calibrated"``. Rows on jaw-skinned skin outside the
+    lips carry :data:`JAW_CONTOUR_SIGMA_SCALE`."""
     if source in ("official", "official-embedding"):
-        return official_binding(model)
+        return _with_sigma_scale(model, official_binding(model))
     if source not in ("auto", "self-calibrated"):
         raise ModelError(f"unknown embedding source '{source}'; use 'auto', 'self-calibrated' or 'official'")
-    calibrated = mediapipe_embedding_report(model, config, cache, progress).binding
+    b = mediapipe_embedding_report(model, config, cache, progress).binding
     if source == "auto" and has_official_embedding(model):
-        return combined_binding(model, calibrated, official_binding(model))
-    return calibrated
+        b = combined_binding(model, b, official_binding(model))
+    return _with_sigma_scale(model, b)
+
+
+def _with_sigma_scale(model: FlameModelData, b: SurfaceBinding) -> SurfaceBinding:
+    if not _has_rig(model):
+        return b
+    parts = face_parts(model.faces, model["weights"])[b.face_idx]
+    lips = np.isin(b.point_index, OUTER_LIPS + INNER_LIPS)
+    scale = np.where((parts == JAW_SKIN) & ~lips, JAW_CONTOUR_SIGMA_SCALE, 1.0)
+    return SurfaceBinding(point_index=b.point_index, face_idx=b.face_idx, bary=b.bary,
+                          topology_hash=b.topology_hash, source=b.source, sigma_scale=scale)
 
 
 def compare_bindings(model: FlameModelData, a: SurfaceBinding, b: SurfaceBinding) -> dict:

@@ -48,6 +48,11 @@ def prior_cost(x: torch.Tensor, weights: torch.Tensor, mean: torch.Tensor | None
     return (weights * d * d).sum(-1)
 
 
+def quadratic_prior(x: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """xᵀQx over the last axis: x (..., D), Q (D, D) symmetric → (...)."""
+    return ((x @ Q) * x).sum(-1)
+
+
 def second_difference(x: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """Δ²x_t = x_{t−1} − 2x_t + x_{t+1} for t = 1..N−2: x (N, D) → (N−2, D), zeroed where ``active`` (N−2,)
     is False (a triple that spans an invalid frame or a cut)."""

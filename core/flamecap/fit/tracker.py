@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -121,6 +122,20 @@ class Layout:
             w[sl] = float(weights.get(name, 0.0))
         return w
 
+    def prior(self, weights: dict, w_vergence: float = 0.0) -> torch.Tensor:
+        """Per-frame prior matrix Q (D, D), cost xᵀQx: the diagonal of :meth:`vector` plus ``w_vergence`` on the
+        difference of the two eyes' pitch and yaw (the eyes look at one point: a few px of iris noise on one
+        eye must not turn it alone)."""
+        Q = torch.diag(self.vector(weights))
+        if self.eyes and w_vergence > 0:
+            o = self.slices["eyes"].start
+            for a, b in ((o, o + 2), (o + 1, o + 3)):
+                Q[a, a] += w_vergence
+                Q[b, b] += w_vergence
+                Q[a, b] -= w_vergence
+                Q[b, a] -= w_vergence
+        return Q
+
     def embed(self, x: torch.Tensor, other: "Layout") -> torch.Tensor:
         """Copy the blocks of x (layout ``other``) into a zero vector of this layout."""
         out = x.new_zeros(x.shape[0], self.D)
@@ -205,7 +220,7 @@ class Problem:
         bad = ~(pts[..., 2] < -1e-3).all(-1)  # behind the camera: reject
         r = costs.data_residuals(uv, self.obs, self.inv_sigma, self.mask)
         c, _ = costs.data_cost(r, self.mask, kernel, self.cfg.robust_scale)
-        c = c.double() + costs.prior_cost(x.double(), wx)
+        c = c.double() + costs.quadratic_prior(x.double(), wx)
         return torch.where(bad, torch.full_like(c, float("inf")), c)
 
     def _linearize(self, lay: Layout, x, shape, focal, kernel: str, wx: torch.Tensor, shared: bool = False,
@@ -233,9 +248,9 @@ class Problem:
         Hall = (Jq.transpose(1, 2) @ Jq).double()                               # [J | r]ᵀ[J | r]
         D = lay.D
         xd = x.double()
-        H = Hall[:, :D, :D] + torch.diag_embed(wx.expand_as(xd))
-        g = Hall[:, :D, -1] + wx * xd
-        c = got["c"].double() + costs.prior_cost(xd, wx)
+        H = Hall[:, :D, :D] + wx
+        g = Hall[:, :D, -1] + xd @ wx
+        c = got["c"].double() + costs.quadratic_prior(xd, wx)
         if not shared:
             return c, H, g
         return c, H, g, Hall[:, :D, D:-1], Hall[:, D:-1, D:-1].sum(0), Hall[:, D:-1, -1].sum(0)
@@ -314,11 +329,77 @@ def fit_track(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelDa
         torch.set_num_threads(threads)
 
 
+@dataclass
+class FitState:
+    """What the stages of :func:`fit_track` share and update. Per-frame vectors ``x`` are over the valid
+    frames ``vidx`` only (Tv of them); ``shape`` (S,), ``focal`` (scalar tensor, px)."""
+
+    cfg: FitConfig
+    track: LandmarkTrack
+    model: FlameModelData
+    binding: SurfaceBinding
+    prog: Callable
+    bm: BoundModel
+    rows: np.ndarray                 # bound-point rows the fit uses
+    lay: Layout
+    rigid: Layout
+    prob: Problem                    # all fitted points
+    prob_track: Problem              # tracking / shape subset
+    prob_rigid: Problem              # rigid-init subset
+    valid: np.ndarray                # (T,) frames with enough points
+    vidx: np.ndarray                 # (Tv,) their indices
+    wx: torch.Tensor                 # per-frame prior matrix (D, D)
+    wx_rigid: torch.Tensor
+    f0: float
+    focal: torch.Tensor
+    shape: torch.Tensor
+    prior: torch.Tensor | None
+    w_prior: float
+    x: torch.Tensor | None = None
+    kf: np.ndarray | None = None
+    jidx: np.ndarray | None = None
+    info_id: object = None
+    info_j: object = None
+    offsets: np.ndarray | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def Tv(self) -> int:
+        return int(self.vidx.size)
+
+    @property
+    def S(self) -> int:
+        return self.bm.n_shape
+
+
 def _fit_track(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelData, cfg: FitConfig,
                shape_prior: np.ndarray | None, progress: ProgressCallback | None) -> FitOutput:
-    prog = progress or (lambda stage, frac, msg="": None)
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    st = prepare(track, binding, model, cfg, shape_prior, progress)
+    st.prog("fit", 0.0, f"fitting {st.Tv} frames")
+    _timed(st, "rigid", stage_rigid)
+    _timed(st, "track0", lambda s: stage_track(s, max(2, cfg.iters_track // 2), 0.15, 0.3))
+    if cfg.staged_identity:
+        _timed(st, "identity", stage_identity)
+        _timed(st, "track", lambda s: stage_track(s, cfg.iters_track, 0.4, 0.6))
+    _timed(st, "joint" if cfg.staged_identity else "identity", stage_joint)
+    _timed(st, "refine", stage_refine)
+    if cfg.vertex_offsets:
+        _timed(st, "offsets", stage_offsets)
+    st.timings["total"] = time.perf_counter() - t0
+    return outputs(st)
+
+
+def _timed(st: FitState, name: str, stage: Callable[[FitState], None]) -> None:
+    t = time.perf_counter()
+    stage(st)
+    st.timings[name] = time.perf_counter() - t
+
+
+def prepare(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelData, cfg: FitConfig,
+            shape_prior: np.ndarray | None = None, progress: ProgressCallback | None = None) -> FitState:
+    """Check the inputs, choose the point subsets, gather the observations of the valid frames, and set the
+    camera and identity starting values."""
     dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
     W, Hh = (int(v) for v in track.image_size)
     if W <= 0 or Hh <= 0:
@@ -330,42 +411,35 @@ def _fit_track(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelD
     if pidx.size == 0 or pidx.min() < 0 or pidx.max() >= track.n_points:
         raise FitError(f"binding refers to points outside the track's {track.n_points} points; the binding "
                        f"and landmarks come from different aligners")
-    # ---- model and point subset ------------------------------------------------------------------------
+    # point sets: all bound points (or final_points of them) for the final pass, max_points for tracking
+    # and shape, rigid_points for the rigid init (farthest-point subsets of each other, eye points kept)
     bm_all = BoundModel(model, binding.face_idx, binding.bary, 1, 1, dtype=torch.float64)
     rest = bm_all.points(torch.zeros(1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64),
                          torch.zeros(1, 15, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64))[0].numpy()
     eye_pt = bm_all.weights[:, 3:].sum(-1).numpy() > 0.5
-    # point sets: all bound points (or final_points of them) for the final pass, max_points for tracking
-    # and shape, rigid_points for the rigid init (farthest-point subsets of each other, eye points kept)
     rows = _select_points(rest, cfg.final_points, eye_pt)
     rows_track = rows[_select_points(rest[rows], cfg.max_points, eye_pt[rows])]
     rows_rigid = rows_track[_select_points(rest[rows_track], cfg.rigid_points, np.zeros(rows_track.size, bool))]
     bm = BoundModel(model, binding.face_idx[rows], binding.bary[rows], cfg.n_shape, cfg.n_expr, dtype=dtype)
-    S, E = bm.n_shape, bm.n_expr
-    use_eyes = cfg.fit_eyes and bool(eye_pt[rows].any())
-    use_lids = cfg.fit_eyelids and bm.has_eyelids
-    lay = Layout(E, jaw=True, neck=cfg.fit_neck, eyes=use_eyes, lids=use_lids)
+    lay = Layout(bm.n_expr, jaw=True, neck=cfg.fit_neck, eyes=cfg.fit_eyes and bool(eye_pt[rows].any()),
+                 lids=cfg.fit_eyelids and bm.has_eyelids)
     rigid = Layout(0, jaw=False)
-    # ---- observations ----------------------------------------------------------------------------------
-    obs = np.asarray(track.points)[:, pidx[rows]]          # kept in the track's dtype (float32): ~O(T) input only
+    # observations: kept in the track's dtype (float32), ~O(T) input only
+    obs = np.asarray(track.points)[:, pidx[rows]]
     sig = np.asarray(track.sigma)[:, pidx[rows]]
+    if binding.sigma_scale is not None:
+        sig = sig * np.asarray(binding.sigma_scale, dtype=sig.dtype)[rows]
     vis = np.asarray(track.visible, dtype=bool)[:, pidx[rows]]
-    finite = np.isfinite(obs).all(-1)
-    mask = vis & finite & np.asarray(track.valid, dtype=bool)[:, None]
+    mask = vis & np.isfinite(obs).all(-1) & np.asarray(track.valid, dtype=bool)[:, None]
     valid = mask.sum(1) >= cfg.min_points
     if not valid.any():
         raise FitError(f"no frame of {T} has a detected face with at least {cfg.min_points} landmarks; "
                        f"check the footage shows a face (or the --start/--end range)")
     vidx = np.flatnonzero(valid)
-    cx, cy = W / 2.0, Hh / 2.0
-    prob = Problem(bm, cfg, obs[vidx], sig[vidx], mask[vidx], cx, cy, dtype)
+    prob = Problem(bm, cfg, obs[vidx], sig[vidx], mask[vidx], W / 2.0, Hh / 2.0, dtype)
     pos = {int(r): i for i, r in enumerate(rows)}
-    prob_track = prob.points(np.array([pos[int(r)] for r in rows_track]))
-    prob_rigid = prob.points(np.array([pos[int(r)] for r in rows_rigid]))
-    Tv = vidx.size
-    # ---- camera + shared -------------------------------------------------------------------------------
     f0 = cfg.focal_px or (W / 2.0) / math.tan(math.radians(cfg.fov_init_deg) / 2.0)
-    focal = torch.tensor(float(f0), dtype=torch.float64)
+    S = bm.n_shape
     shape = torch.zeros(S, dtype=torch.float64)
     prior = None
     if shape_prior is not None:
@@ -376,195 +450,225 @@ def _fit_track(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelD
         n = min(S, sp.size)
         prior[:n] = torch.as_tensor(sp[:n])
         shape = prior.clone()
-    w_prior = cfg.w_shape_prior if prior is not None else 0.0
-    temporal_on = cfg.temporal and Tv >= 3
-    wx = lay.vector({"jaw_pose": cfg.w_jaw, "neck_pose": cfg.w_neck, "eyes": cfg.w_eyes, "expr": cfg.w_expr,
-                     "eyelids": cfg.w_eyelids})
-    wx_rigid = rigid.vector({})
-    prog("fit", 0.0, f"fitting {Tv} frames")
+    wx = lay.prior({"jaw_pose": cfg.w_jaw, "neck_pose": cfg.w_neck, "eyes": cfg.w_eyes, "expr": cfg.w_expr,
+                    "eyelids": cfg.w_eyelids}, cfg.w_vergence)
+    return FitState(cfg=cfg, track=track, model=model, binding=binding,
+                    prog=progress or (lambda stage, frac, msg="": None), bm=bm, rows=rows, lay=lay, rigid=rigid,
+                    prob=prob, prob_track=prob.points(np.array([pos[int(r)] for r in rows_track])),
+                    prob_rigid=prob.points(np.array([pos[int(r)] for r in rows_rigid])), valid=valid, vidx=vidx,
+                    wx=wx, wx_rigid=rigid.prior({}), f0=float(f0), focal=torch.tensor(float(f0), dtype=torch.float64),
+                    shape=shape, prior=prior, w_prior=cfg.w_shape_prior if prior is not None else 0.0)
 
-    def batches(n):
-        for a in range(0, n, BATCH_FRAMES):
-            yield slice(a, min(a + BATCH_FRAMES, n))
 
-    def run_frames(L: Layout, x: torch.Tensor, w: torch.Tensor, kernel: str, iters: int, sh: torch.Tensor,
-                   fr: float, frac0: float, frac1: float, stage: str, pr: Problem) -> torch.Tensor:
-        out = x.clone()
-        nb = max(1, math.ceil(Tv / BATCH_FRAMES))
-        for bi, sl in enumerate(batches(Tv)):
-            sub = pr.subset(sl)
-            ft = torch.tensor(fr, dtype=torch.float64)
-            xs, _, _ = lm_frames(
-                x[sl], lambda z: sub.linearize(L, z, sh, ft, kernel, w),
-                lambda z: sub.evaluate(L, z, sh, ft, kernel, w), iters, rtol=cfg.rtol)
-            out[sl] = xs
-            prog("fit", frac0 + (frac1 - frac0) * (bi + 1) / nb, f"{stage}: frames {sl.stop}/{Tv}")
-        return out
+def run_frames(st: FitState, L: Layout, x: torch.Tensor, w: torch.Tensor, kernel: str, iters: int,
+               pr: Problem, frac: tuple[float, float] = (0.0, 0.0), stage: str = "") -> torch.Tensor:
+    """Independent per-frame LM over ``pr``'s frames in batches of BATCH_FRAMES (shape and focal fixed)."""
+    out = x.clone()
+    n = x.shape[0]
+    nb = max(1, math.ceil(n / BATCH_FRAMES))
+    ft = st.focal.clone()
+    for bi, a in enumerate(range(0, n, BATCH_FRAMES)):
+        sl = slice(a, min(a + BATCH_FRAMES, n))
+        sub = pr.subset(sl)
+        out[sl], _, _ = lm_frames(x[sl], lambda z: sub.linearize(L, z, st.shape, ft, kernel, w),
+                                  lambda z: sub.evaluate(L, z, st.shape, ft, kernel, w), iters, rtol=st.cfg.rtol)
+        if stage:
+            st.prog("fit", frac[0] + (frac[1] - frac[0]) * (bi + 1) / nb, f"{stage}: frames {sl.stop}/{n}")
+    return out
 
-    # ---- 1. rigid init ---------------------------------------------------------------------------------
-    ts = time.perf_counter()
-    rest_pts = prob_rigid.bm.points(shape.to(dtype), torch.zeros(1, E, dtype=dtype),
-                                    torch.zeros(1, 15, dtype=dtype), torch.zeros(1, 3, dtype=dtype))[0].double().numpy()
-    x_r = torch.zeros(Tv, rigid.D, dtype=torch.float64)
-    m3 = rest_pts.mean(0)
-    s3 = np.sqrt(((rest_pts[:, :2] - m3[:2]) ** 2).sum(1).mean())
-    fval = float(focal)
-    mk = prob_rigid.mask.numpy().astype(np.float64)                        # (Tv, R)
-    o = np.nan_to_num(prob_rigid.obs.double().numpy())
+
+def rigid_init(st: FitState) -> torch.Tensor:
+    """Closed-form start per frame: the neutral face's visible-point centroid and spread → translation
+    (rotation zero), (Tv, 6) in the rigid layout."""
+    pr, f = st.prob_rigid, float(st.focal)
+    rest = pr.bm.points(st.shape.to(pr.dtype), torch.zeros(1, pr.bm.n_expr, dtype=pr.dtype),
+                        torch.zeros(1, 15, dtype=pr.dtype), torch.zeros(1, 3, dtype=pr.dtype))[0].double().numpy()
+    m3 = rest.mean(0)
+    s3 = np.sqrt(((rest[:, :2] - m3[:2]) ** 2).sum(1).mean())
+    mk = pr.mask.numpy().astype(np.float64)                                 # (Tv, R)
+    o = np.nan_to_num(pr.obs.double().numpy())
     n_vis = mk.sum(1)
-    c2 = (o * mk[..., None]).sum(1) / n_vis[:, None]                        # visible-point centroid (Tv, 2)
+    c2 = (o * mk[..., None]).sum(1) / n_vis[:, None]                         # visible-point centroid (Tv, 2)
     s2 = np.sqrt((((o - c2[:, None]) ** 2).sum(-1) * mk).sum(1) / n_vis)
-    z = -fval * s3 / np.maximum(s2, 1e-6)
-    x_r[:, 3] = torch.as_tensor((c2[:, 0] - cx) * (-z) / fval - m3[0])
-    x_r[:, 4] = torch.as_tensor((c2[:, 1] - cy) * z / fval - m3[1])
-    x_r[:, 5] = torch.as_tensor(z - m3[2])
-    x_r = run_frames(rigid, x_r, wx_rigid, cfg.robust, cfg.iters_rigid, shape, fval, 0.0, 0.15, "rigid",
-                     prob_rigid)
-    # rescue frames stuck in a bad basin: restart from the nearest good neighbour
-    err = prob_rigid.errors_px(rigid, x_r, shape, focal).numpy()
-    med = np.nanmedian(err)
-    bad = ~(err <= max(3 * med, 5.0))
+    z = -f * s3 / np.maximum(s2, 1e-6)
+    x = torch.zeros(st.Tv, st.rigid.D, dtype=torch.float64)
+    x[:, 3] = torch.as_tensor((c2[:, 0] - pr.cx) * (-z) / f - m3[0])
+    x[:, 4] = torch.as_tensor((c2[:, 1] - pr.cy) * z / f - m3[1])
+    x[:, 5] = torch.as_tensor(z - m3[2])
+    return x
+
+
+def stage_rigid(st: FitState) -> None:
+    """Head pose per frame from the rigid points; frames stuck in a bad basin restart from the nearest good
+    neighbour and keep whichever is better. Sets ``st.x`` (full layout, non-rigid blocks zero)."""
+    cfg, rig, pr = st.cfg, st.rigid, st.prob_rigid
+    x_r = run_frames(st, rig, rigid_init(st), st.wx_rigid, cfg.robust, cfg.iters_rigid, pr, (0.0, 0.15), "rigid")
+    err = pr.errors_px(rig, x_r, st.shape, st.focal).numpy()
+    bad = ~(err <= max(3 * np.nanmedian(err), 5.0))
     if bad.any() and (~bad).any():
-        good_i = np.flatnonzero(~bad)
-        bad_i = np.flatnonzero(bad)
+        good_i, bad_i = np.flatnonzero(~bad), np.flatnonzero(bad)
         near = good_i[np.argmin(np.abs(bad_i[:, None] - good_i[None]), axis=1)]
-        sub = prob_rigid.subset(bad_i)
-        x_try = x_r[near].clone()
-        ft = focal
-        x_try, _, _ = lm_frames(x_try, lambda z: sub.linearize(rigid, z, shape, ft, cfg.robust, wx_rigid),
-                                lambda z: sub.evaluate(rigid, z, shape, ft, cfg.robust, wx_rigid), cfg.iters_rigid,
-                                rtol=cfg.rtol)
-        c_old = sub.evaluate(rigid, x_r[bad_i], shape, ft, cfg.robust, wx_rigid)
-        c_new = sub.evaluate(rigid, x_try, shape, ft, cfg.robust, wx_rigid)
+        sub = pr.subset(bad_i)
+        x_try = run_frames(st, rig, x_r[near].clone(), st.wx_rigid, cfg.robust, cfg.iters_rigid, sub)
+        c_old = sub.evaluate(rig, x_r[bad_i], st.shape, st.focal, cfg.robust, st.wx_rigid)
+        c_new = sub.evaluate(rig, x_try, st.shape, st.focal, cfg.robust, st.wx_rigid)
         better = c_new < c_old
         x_r[torch.as_tensor(bad_i)[better]] = x_try[better]
         log.debug("rigid rescue: %d/%d frames improved", int(better.sum()), bad_i.size)
-    timings["rigid"] = time.perf_counter() - ts
-    # ---- 2. per-frame tracking with the mean/prior shape ----------------------------------------------
-    ts = time.perf_counter()
-    x = lay.embed(x_r, rigid)
-    x = run_frames(lay, x, wx, cfg.robust, max(2, cfg.iters_track // 2), shape, fval, 0.15, 0.3, "tracking",
-                   prob_track)
-    timings["track0"] = time.perf_counter() - ts
-    # ---- 3. identity from keyframes (shape; focal fixed) -----------------------------------------------
-    ts = time.perf_counter()
-    sl_ = lay.slices
-    feat = np.concatenate([x[:, sl_["global_rot"]].numpy() * 4.0, x[:, sl_["jaw_pose"]].numpy() * 4.0,
-                           x[:, sl_["expr"]].numpy()[:, :10] * 0.5 if E > 0 else np.zeros((Tv, 0))], 1)
-    kf = _keyframes(feat - np.median(feat, 0), cfg.n_keyframes)
-    w_shape_vec = torch.full((S,), cfg.w_shape + w_prior, dtype=torch.float64)
+    st.x = st.lay.embed(x_r, rig)
 
-    def shared_prior(s, with_f):
-        sh = s[:S]
-        c = cfg.w_shape * (sh * sh).sum()
-        g = cfg.w_shape * sh
-        if prior is not None and w_prior > 0:
-            c = c + w_prior * ((sh - prior) ** 2).sum()
-            g = g + w_prior * (sh - prior)
-        H = torch.diag(w_shape_vec)
-        if with_f:
-            df = s[S] - math.log(f0)
-            c = c + cfg.focal_prior_weight * df * df
-            g = torch.cat([g, (cfg.focal_prior_weight * df).reshape(1)])
-            H = torch.block_diag(H, torch.tensor([[cfg.focal_prior_weight]], dtype=torch.float64))
-        return c, H, g
 
-    def joint(sub: Problem, xs: torch.Tensor, s0: torch.Tensor, with_f: bool, kernel: str, iters: int):
-        def unpack_s(s):
-            return s[:S], (torch.exp(s[S]) if with_f else focal)
+def stage_track(st: FitState, iters: int, frac0: float, frac1: float) -> None:
+    """Per-frame tracking of every per-frame parameter with the current shape and focal."""
+    st.x = run_frames(st, st.lay, st.x, st.wx, st.cfg.robust, iters, st.prob_track, (frac0, frac1), "tracking")
 
-        def lin(xx, s):
-            sh, fo = unpack_s(s)
-            c, H, g, Hxs, Hss, gs = sub.linearize(lay, xx, sh, fo, kernel, wx, shared=True, log_focal=with_f)
-            pc, pH, pg = shared_prior(s, with_f)
-            return c.sum() + pc, H, g, Hxs, Hss + pH, gs + pg
 
-        def ev(xx, s):
-            sh, fo = unpack_s(s)
-            return sub.evaluate(lay, xx, sh, fo, kernel, wx).sum() + shared_prior(s, with_f)[0]
+def keyframes(st: FitState) -> np.ndarray:
+    """Frames spread in head pose, jaw and expression (farthest-point sampling, most neutral first)."""
+    sl, E = st.lay.slices, st.lay.E
+    x = st.x
+    feat = np.concatenate([x[:, sl["global_rot"]].numpy() * 4.0, x[:, sl["jaw_pose"]].numpy() * 4.0,
+                           x[:, sl["expr"]].numpy()[:, :10] * 0.5 if E > 0 else np.zeros((st.Tv, 0))], 1)
+    return _keyframes(feat - np.median(feat, 0), st.cfg.n_keyframes)
 
-        return lm_joint(xs, s0, lin, ev, iters, rtol=cfg.rtol)
 
-    info_id = None
-    if cfg.staged_identity:
-        sub = prob_track.subset(torch.as_tensor(kf))
-        x_kf, shape, info_id = joint(sub, x[kf], shape.clone(), False, cfg.robust, cfg.iters_identity)
-        x[kf] = x_kf
-        timings["identity"] = time.perf_counter() - ts
-        prog("fit", 0.4, f"identity from {kf.size} keyframes")
-        # ---- 4. per-frame tracking with the identity --------------------------------------------------
-        ts = time.perf_counter()
-        x = run_frames(lay, x, wx, cfg.robust, cfg.iters_track, shape, fval, 0.4, 0.6, "tracking", prob_track)
-        timings["track"] = time.perf_counter() - ts
-        ts = time.perf_counter()
-    # ---- 5. joint refinement of shape (+ focal) over keyframes + an even subsample ---------------------
-    with_f = cfg.estimate_focal and cfg.focal_px is None
+def shared_prior(st: FitState, s: torch.Tensor, with_f: bool):
+    """Cost, Hessian and gradient of the shared vector's priors: shape (+ identity prior) [+ log-focal]."""
+    cfg, S = st.cfg, st.S
+    sh = s[:S]
+    c = cfg.w_shape * (sh * sh).sum()
+    g = cfg.w_shape * sh
+    if st.prior is not None and st.w_prior > 0:
+        c = c + st.w_prior * ((sh - st.prior) ** 2).sum()
+        g = g + st.w_prior * (sh - st.prior)
+    H = torch.diag(torch.full((S,), cfg.w_shape + st.w_prior, dtype=torch.float64))
+    if with_f:
+        df = s[S] - math.log(st.f0)
+        c = c + cfg.focal_prior_weight * df * df
+        g = torch.cat([g, (cfg.focal_prior_weight * df).reshape(1)])
+        H = torch.block_diag(H, torch.tensor([[cfg.focal_prior_weight]], dtype=torch.float64))
+    return c, H, g
+
+
+def joint_fit(st: FitState, sub: Problem, xs: torch.Tensor, s0: torch.Tensor, with_f: bool, kernel: str,
+              iters: int):
+    """LM over per-frame vectors ``xs`` and the shared vector s0 = [shape | log f?] together."""
+    S = st.S
+
+    def unpack_s(s):
+        return s[:S], (torch.exp(s[S]) if with_f else st.focal)
+
+    def lin(xx, s):
+        sh, fo = unpack_s(s)
+        c, H, g, Hxs, Hss, gs = sub.linearize(st.lay, xx, sh, fo, kernel, st.wx, shared=True, log_focal=with_f)
+        pc, pH, pg = shared_prior(st, s, with_f)
+        return c.sum() + pc, H, g, Hxs, Hss + pH, gs + pg
+
+    def ev(xx, s):
+        sh, fo = unpack_s(s)
+        return sub.evaluate(st.lay, xx, sh, fo, kernel, st.wx).sum() + shared_prior(st, s, with_f)[0]
+
+    return lm_joint(xs, s0, lin, ev, iters, rtol=st.cfg.rtol)
+
+
+def stage_identity(st: FitState) -> None:
+    """Shape from the keyframes, focal fixed (production)."""
+    st.kf = keyframes(st)
+    kf = torch.as_tensor(st.kf)
+    st.x[kf], st.shape, st.info_id = joint_fit(st, st.prob_track.subset(kf), st.x[kf], st.shape.clone(), False,
+                                               st.cfg.robust, st.cfg.iters_identity)
+    st.prog("fit", 0.4, f"identity from {st.kf.size} keyframes")
+
+
+def joint_frames(st: FitState) -> np.ndarray:
+    """Frames of the joint shape/focal stage: an even spread of ``max_joint_frames``; in a single pass, where
+    identity comes from here, the keyframes and an even spread of the rest."""
+    cfg, Tv = st.cfg, st.Tv
     nj = min(Tv, cfg.max_joint_frames)
     jidx = np.unique(np.round(np.linspace(0, Tv - 1, nj)).astype(np.int64))
-    if not cfg.staged_identity:   # single pass: identity comes from here, so the keyframes must take part
-        spread = jidx[~np.isin(jidx, kf)]
-        keep = max(0, nj - kf.size)
-        jidx = np.union1d(kf, spread[np.round(np.linspace(0, spread.size - 1, keep)).astype(np.int64)]
-                          if keep and spread.size else spread[:0])
-    s0 = torch.cat([shape, torch.tensor([math.log(fval)], dtype=torch.float64)]) if with_f else shape.clone()
-    sub = prob.subset(torch.as_tensor(jidx))
-    x_j, s_new, info_j = joint(sub, x[jidx], s0, with_f, cfg.robust_final, cfg.iters_joint)
-    shape = s_new[:S]
+    if cfg.staged_identity:
+        return jidx
+    st.kf = keyframes(st)
+    spread = jidx[~np.isin(jidx, st.kf)]
+    keep = max(0, nj - st.kf.size)
+    return np.union1d(st.kf, spread[np.round(np.linspace(0, spread.size - 1, keep)).astype(np.int64)]
+                      if keep and spread.size else spread[:0])
+
+
+def stage_joint(st: FitState) -> None:
+    """Shape (+ focal, unless given) refined jointly with the per-frame parameters of :func:`joint_frames`."""
+    cfg = st.cfg
+    with_f = cfg.estimate_focal and cfg.focal_px is None
+    st.jidx = joint_frames(st)
+    S = st.S
+    s0 = torch.cat([st.shape, torch.log(st.focal).reshape(1)]) if with_f else st.shape.clone()
+    j = torch.as_tensor(st.jidx)
+    x_j, s_new, st.info_j = joint_fit(st, st.prob.subset(j), st.x[j], s0, with_f, cfg.robust_final,
+                                      cfg.iters_joint)
+    st.shape = s_new[:S]
     if with_f:
-        focal = torch.exp(s_new[S])
-        fval = float(focal)
-    x[jidx] = x_j
-    timings["joint" if cfg.staged_identity else "identity"] = time.perf_counter() - ts
-    prog("refine", 0.7, f"shape and focal refined on {jidx.size} frames (focal {fval:.0f} px)")
-    # ---- 6. per-frame (+ temporal) refinement with the final shared parameters --------------------------
-    ts = time.perf_counter()
-    if temporal_on:
-        tw = lay.vector(_temporal_weights(cfg, track.fps))
-        x = _temporal_pass(prob, lay, x, vidx, shape, focal, wx, tw, cfg, prog)
+        st.focal = torch.exp(s_new[S])
+    st.x[j] = x_j
+    st.prog("refine", 0.7, f"shape and focal refined on {st.jidx.size} frames (focal {float(st.focal):.0f} px)")
+
+
+def stage_refine(st: FitState) -> None:
+    """Every frame with the final shared parameters: windows with the temporal term, or per frame."""
+    cfg = st.cfg
+    if cfg.temporal and st.Tv >= 3:
+        tw = st.lay.vector(_temporal_weights(cfg, st.track.fps))
+        st.x = _temporal_pass(st.prob, st.lay, st.x, st.vidx, st.shape, st.focal, st.wx, tw, cfg, st.prog)
     else:
-        x = run_frames(lay, x, wx, cfg.robust_final, cfg.iters_temporal, shape, fval, 0.7, 0.95, "refine", prob)
-    timings["refine"] = time.perf_counter() - ts
-    # ---- 7. per-vertex offsets (optional): shared, smooth, small --------------------------------------
-    offsets = None
-    if cfg.vertex_offsets:
-        ts = time.perf_counter()
-        from .offsets import fit_offsets
-        faces = np.asarray(model["faces"], dtype=np.int64)
-        tri = faces[binding.face_idx[rows]]
-        free = np.asarray(model["weights"])[:, 3:].sum(1) < 0.5          # eyeballs stay rigid
-        offsets = fit_offsets(prob.subset(torch.as_tensor(jidx)), lay, x[jidx], shape, focal, faces,
-                              model.n_vertices, tri, np.asarray(binding.bary[rows], dtype=np.float64), free,
-                              cfg.robust_final, cfg.w_offsets_laplacian, cfg.w_offsets, cfg.max_offset_mm * 1e-3)
-        blended = np.einsum("rk,rkc->rc", np.asarray(binding.bary[rows], dtype=np.float64), offsets[tri])
-        bm_off = bm.subset(np.arange(bm.U))
-        bm_off.tmpl = bm.tmpl + torch.as_tensor(blended, dtype=bm.tmpl.dtype)
-        prob = prob.with_model(bm_off)
-        timings["offsets"] = time.perf_counter() - ts
-    # ---- outputs -----------------------------------------------------------------------------------------
-    err_v = prob.errors_px(lay, x, shape, focal).numpy()
+        st.x = run_frames(st, st.lay, st.x, st.wx, cfg.robust_final, cfg.iters_temporal, st.prob, (0.7, 0.95),
+                          "refine")
+
+
+def stage_offsets(st: FitState) -> None:
+    """Shared per-vertex offsets of the neutral mesh (smooth, small; eyeballs rigid); the problem then
+    predicts with them."""
+    from .offsets import fit_offsets
+    cfg, model, b = st.cfg, st.model, st.binding
+    faces = np.asarray(model["faces"], dtype=np.int64)
+    tri = faces[b.face_idx[st.rows]]
+    bary = np.asarray(b.bary[st.rows], dtype=np.float64)
+    free = np.asarray(model["weights"])[:, 3:].sum(1) < 0.5
+    j = torch.as_tensor(st.jidx)
+    st.offsets = fit_offsets(st.prob.subset(j), st.lay, st.x[j], st.shape, st.focal, faces, model.n_vertices, tri,
+                             bary, free, cfg.robust_final, cfg.w_offsets_laplacian, cfg.w_offsets,
+                             cfg.max_offset_mm * 1e-3)
+    bm_off = st.bm.subset(np.arange(st.bm.U))
+    bm_off.tmpl = st.bm.tmpl + torch.as_tensor(np.einsum("rk,rkc->rc", bary, st.offsets[tri]), dtype=st.bm.tmpl.dtype)
+    st.prob = st.prob.with_model(bm_off)
+
+
+def outputs(st: FitState) -> FitOutput:
+    """Per-frame parameters for all T frames (invalid ones interpolated), residuals, camera."""
+    T, lay, E = st.track.n_frames, st.lay, st.bm.n_expr
+    err_v = st.prob.errors_px(lay, st.x, st.shape, st.focal).numpy()
     err = np.full(T, np.nan)
-    err[vidx] = err_v
+    err[st.vidx] = err_v
     full = torch.zeros(T, lay.D, dtype=torch.float64)
-    full[torch.as_tensor(vidx)] = x.double()
-    xf = torch.as_tensor(_interp_invalid(full.numpy(), valid))
-    rot15, tr, expr, lids = lay.unpack(xf, E)
+    full[torch.as_tensor(st.vidx)] = st.x.double()
+    rot15, tr, expr, lids = lay.unpack(torch.as_tensor(_interp_invalid(full.numpy(), st.valid)), E)
     params = {"global_rot": rot15[:, 0:3].numpy(), "neck_pose": rot15[:, 3:6].numpy(),
               "jaw_pose": rot15[:, 6:9].numpy(), "eye_pose": rot15[:, 9:15].numpy(),
               "transl": tr.numpy(), "expr": expr.numpy()}
-    if bm.has_eyelids:
+    if st.bm.has_eyelids:
         params["eyelids"] = lids.numpy() if lids is not None else np.zeros((T, 2))
+    fval = float(st.focal)
+    cx, cy = st.prob.cx, st.prob.cy
     K = np.array([[fval, 0.0, cx], [0.0, fval, cy], [0.0, 0.0, 1.0]])
-    timings["total"] = time.perf_counter() - t0
-    prog("refine", 1.0, f"fit done: mean error {np.nanmean(err_v):.2f} px")
-    log.info("fit: %d/%d frames, %.2f px mean error, focal %.0f px, %.1f ms/frame", Tv, T, np.nanmean(err_v),
-             fval, 1e3 * timings["total"] / T)
+    st.prog("refine", 1.0, f"fit done: mean residual {np.nanmean(err_v):.2f} px")
+    log.info("fit: %d/%d frames, %.2f px mean residual to the landmarks, focal %.0f px, %.1f ms/frame", st.Tv, T,
+             np.nanmean(err_v), fval, 1e3 * st.timings["total"] / T)
+    vidx, kf, info_id, info_j = st.vidx, st.kf, st.info_id, st.info_j
     return FitOutput(params={k: np.asarray(v, dtype=np.float64) for k, v in params.items()},
-                     shape=shape.numpy().astype(np.float64), focal=fval, K=K, valid=valid, fit_error_px=err,
-                     n_points=int(rows.size), timings=timings, offsets=offsets,
-                     info={"keyframes": vidx[kf].tolist(), "joint_frames": vidx[jidx].tolist(),
+                     shape=st.shape.numpy().astype(np.float64), focal=fval, K=K, valid=st.valid, fit_error_px=err,
+                     n_points=int(st.rows.size), timings=st.timings, offsets=st.offsets,
+                     info={"keyframes": vidx[kf].tolist(), "joint_frames": vidx[st.jidx].tolist(),
                            "identity_cost": ([info_id.cost_start, info_id.cost_end] if info_id else None),
                            "joint_cost": [info_j.cost_start, info_j.cost_end], "joint_iterations": info_j.iterations,
-                           "n_expr": E, "n_shape": S})
+                           "n_expr": E, "n_shape": st.S})
 
 
 def _temporal_weights(cfg: FitConfig, fps: float) -> dict:
