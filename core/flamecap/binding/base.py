@@ -9,13 +9,10 @@ import numpy as np
 @dataclass
 class SurfaceBinding:
     """Which track points bind to the head surface, and where: row r binds track point ``point_index[r]``
-    to triangle ``face_idx[r]`` of the model at barycentric ``bary[r]``. Shapes (R,), (R,), (R, 3).
-    ``sigma_scale`` (R,) or None: how much less a row's point says about the head than its σ claims (the
-    fitter multiplies the detector's σ by it)."""
+    to triangle ``face_idx[r]`` of the model at barycentric ``bary[r]``. Shapes (R,), (R,), (R, 3)."""
 
     point_index: np.ndarray
     face_idx: np.ndarray
     bary: np.ndarray
     topology_hash: str = ""
     source: str = ""  # e.g. "official-embedding", "self-calibrated", "vertices", "file"
-    sigma_scale: np.ndarray | None = None

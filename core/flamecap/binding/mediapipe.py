@@ -59,11 +59,6 @@ INNER_LIPS = (78, 308) + UPPER_INNER_LIP + LOWER_INNER_LIP
 RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
 LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
 IRISES = tuple(range(468, 478))
-OUTER_LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409)
-# MediaPipe's chin and jaw-line points follow its own face prior more than the jaw: on renders with a known
-# jaw they move about 0.6–0.8× as far as the surface they bind to, and at full weight they hold the fitted
-# jaw half shut; the lips, which show where the mouth opens, keep their σ
-JAW_CONTOUR_SIGMA_SCALE = 3.0
 # iBUG-68 point → MediaPipe point (jaw line, brows, nose, eyes, outer and inner lips)
 MP_FOR_68 = (162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
              70, 63, 105, 66, 107, 336, 296, 334, 293, 300, 168, 197, 5, 4, 75, 97, 2, 326, 305,
@@ -528,26 +523,15 @@ def mediapipe_binding(model: FlameModelData, source: str = "auto", cache: bool =
                       progress: ProgressCallback | None = None) -> SurfaceBinding:
     """How the 478 MediaPipe points bind to ``model``: ``"auto"`` (default: official where the model has its
     embedding, self-calibrated and bias-corrected elsewhere), ``"official"`` (only the model's ``mp_*``
-    points; :class:`ModelError` when absent) or ``"self-calibrated"``. Rows on jaw-skinned skin outside the
-    lips carry :data:`JAW_CONTOUR_SIGMA_SCALE`."""
+    points; :class:`ModelError` when absent) or ``"self-calibrated"``."""
     if source in ("official", "official-embedding"):
-        return _with_sigma_scale(model, official_binding(model))
+        return official_binding(model)
     if source not in ("auto", "self-calibrated"):
         raise ModelError(f"unknown embedding source '{source}'; use 'auto', 'self-calibrated' or 'official'")
     b = mediapipe_embedding_report(model, config, cache, progress).binding
     if source == "auto" and has_official_embedding(model):
         b = combined_binding(model, b, official_binding(model))
-    return _with_sigma_scale(model, b)
-
-
-def _with_sigma_scale(model: FlameModelData, b: SurfaceBinding) -> SurfaceBinding:
-    if not _has_rig(model):
-        return b
-    parts = face_parts(model.faces, model["weights"])[b.face_idx]
-    lips = np.isin(b.point_index, OUTER_LIPS + INNER_LIPS)
-    scale = np.where((parts == JAW_SKIN) & ~lips, JAW_CONTOUR_SIGMA_SCALE, 1.0)
-    return SurfaceBinding(point_index=b.point_index, face_idx=b.face_idx, bary=b.bary,
-                          topology_hash=b.topology_hash, source=b.source, sigma_scale=scale)
+    return b
 
 
 def compare_bindings(model: FlameModelData, a: SurfaceBinding, b: SurfaceBinding) -> dict:

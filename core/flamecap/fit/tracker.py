@@ -427,8 +427,6 @@ def prepare(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelData
     # observations: kept in the track's dtype (float32), ~O(T) input only
     obs = np.asarray(track.points)[:, pidx[rows]]
     sig = np.asarray(track.sigma)[:, pidx[rows]]
-    if binding.sigma_scale is not None:
-        sig = sig * np.asarray(binding.sigma_scale, dtype=sig.dtype)[rows]
     vis = np.asarray(track.visible, dtype=bool)[:, pidx[rows]]
     mask = vis & np.isfinite(obs).all(-1) & np.asarray(track.valid, dtype=bool)[:, None]
     valid = mask.sum(1) >= cfg.min_points
