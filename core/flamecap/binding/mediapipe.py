@@ -22,7 +22,8 @@ Self-calibration (every head):
 
 Official embedding: FLAME downloads carry MediaPipe's official embedding for 105 points (``mp_*`` arrays,
 see ``flamecap models add --embedding``). ``source="auto"`` (default) binds those 105 points officially and
-moves every self-calibrated point by the official-minus-calibrated offsets of its official neighbours
+moves every self-calibrated point (the inner lips among them: the official rows put them on the closed
+template's lip line) by the official-minus-calibrated offsets of its official neighbours
 (Gaussian weights over rest-space distance), so the bias of MediaPipe on renders (brows, lids) is removed
 where the user's download lets it be measured.
 
@@ -496,11 +497,16 @@ def official_binding(model: FlameModelData) -> SurfaceBinding:
 
 def combined_binding(model: FlameModelData, calibrated: SurfaceBinding, official: SurfaceBinding,
                      radius_m: float = 0.008) -> SurfaceBinding:
-    """Official rows for the points the official embedding has; every other calibrated point moved by the
-    Gaussian-weighted (``radius_m``, rest-space distance) official-minus-calibrated offsets of the points both
-    bind, then put back on the surface of its part."""
+    """Official rows for the points the official embedding has, but the inner lips: the official embedding
+    binds them on the closed template's lip line, where the upper and lower ones coincide (or cross) and a
+    fitted mouth could not open them; those come from the open-mouth calibration like every other calibrated
+    point, moved by the Gaussian-weighted (``radius_m``, rest-space distance) official-minus-calibrated
+    offsets of the points both bind, then put back on the surface of its part."""
     v, f = np.asarray(model["v_template"], dtype=np.float64), np.asarray(model.faces, dtype=np.int64)
     cal = dict(zip(calibrated.point_index.tolist(), surface_points(v, f, calibrated.face_idx, calibrated.bary)))
+    keep = ~np.isin(official.point_index, INNER_LIPS)
+    official = SurfaceBinding(point_index=official.point_index[keep], face_idx=official.face_idx[keep],
+                              bary=official.bary[keep], topology_hash=official.topology_hash, source=official.source)
     off = dict(zip(official.point_index.tolist(), surface_points(v, f, official.face_idx, official.bary)))
     common = sorted(set(cal) & set(off))
     rest = [k for k in calibrated.point_index.tolist() if k not in off]
