@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--zero-transl", action="store_true", help="keep the character at the origin")
     q.add_argument("-o", "--output", required=True)
     add_progress_argument(q)
-    q.set_defaults(handler=cmd_identity)
+    q.set_defaults(handler=cmd_identity, run_inputs=("result", "target_result", "shape"), run_outputs=("output",),
+                   run_models=("model",))
 
     q = rs.add_parser("shapekeys", help="solve a character's shape-key values (ARKit-52 or custom) per frame")
     q.add_argument("result")
@@ -45,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("-o", "--output", required=True, help="animation .npz (flamecap.shapekey_anim)")
     q.add_argument("--csv", help="also write the ARKit channels as a Live Link Face CSV")
     add_progress_argument(q)
-    q.set_defaults(handler=cmd_shapekeys)
+    q.set_defaults(handler=cmd_shapekeys, run_inputs=("result", "target", "pairs", "channels"),
+                   run_outputs=("output", "csv"))
 
 
 def _emitter(args):

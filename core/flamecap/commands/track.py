@@ -44,13 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="landmarks .npz: reused when it exists, written after tracking otherwise")
     _add_fit_arguments(p)
     add_progress_argument(p)
-    p.set_defaults(handler=cmd_track)
+    p.set_defaults(handler=cmd_track, run_inputs=("footage", "landmarks_cache", "points", "weights", "identity_weights"),
+                   run_outputs=("output", "landmarks_cache"), run_models=("model",))
 
     f = sub.add_parser("fit", help="fit FLAME to a landmarks .npz (from 'flamecap landmarks')")
     f.add_argument("landmarks")
     _add_fit_arguments(f)
     add_progress_argument(f)
-    f.set_defaults(handler=cmd_fit)
+    f.set_defaults(handler=cmd_fit, run_inputs=("landmarks", "identity_weights"), run_outputs=("output",),
+                   run_models=("model",))
 
     s = sub.add_parser("smooth", help="post-filter a result's per-frame parameters (re-applicable)")
     s.add_argument("result")
@@ -58,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--strength", type=float, default=1.0, help="0 = unchanged, 1 = default, more = smoother")
     s.add_argument("--method", default="one_euro", choices=("one_euro", "savgol"))
     add_progress_argument(s)
-    s.set_defaults(handler=cmd_smooth)
+    s.set_defaults(handler=cmd_smooth, run_inputs=("result",), run_outputs=("output",))
 
 
 class _Progress:
