@@ -105,8 +105,12 @@ def cmd_identity(args) -> int:
         out = swap_identity(res, target_result=load_result(args.target_result), keep_transl=not args.zero_transl)
     else:
         from ..flame.io import load_model
-        out = swap_identity(res, _load_shape(args.shape), model=load_model(args.model),
-                            keep_transl=not args.zero_transl)
+        model, shape = load_model(args.model), _load_shape(args.shape)
+        if shape.shape[0] != model.n_shape:
+            raise InputError(f"--shape {args.shape} has {shape.shape[0]} coefficients but the model has "
+                             f"{model.n_shape}; give the shape estimated for this model (or --model the one it "
+                             f"belongs to)")
+        out = swap_identity(res, shape, model=model, keep_transl=not args.zero_transl)
     path = save_result(args.output, out)
     _done(_emitter(args), Path(path))
     return 0

@@ -189,6 +189,7 @@ def cmd_track(args) -> int:
     cache = Path(args.landmarks_cache) if args.landmarks_cache else None
     if cache is not None and cache.is_file():
         track = LandmarkTrack.load(cache)
+        check_cache_matches(track, footage, cache)
         prog("landmarks", 1.0, f"landmarks from {cache}")
     else:
         track = track_footage(footage, aligner, progress=prog, prefetch=0 if args.no_pipeline else 4)
@@ -201,14 +202,30 @@ def cmd_track(args) -> int:
         from ..identity.mica import estimate_shape_from_footage
         shape_prior = estimate_shape_from_footage(args.footage, model, args.identity_weights, progress=prog,
                                                   device=None if args.device == "auto" else args.device)
-    source = {"path": str(Path(args.footage).resolve()), "kind": footage.kind, "n_frames": track.n_frames,
-              "start": args.start, "end": args.end, "stride": args.stride}
+    recorded = track.meta.get("footage") if isinstance(track.meta.get("footage"), dict) else footage.source
+    source = dict(recorded, path=str(Path(args.footage).resolve()), n_frames=track.n_frames)
     _fit_and_write(args, track, model, binding, prog, source, aligner.name, shape_prior, t0,
                    t_first=footage.first_frame_at)
     return 0
 
 
+def check_cache_matches(track, footage, cache: Path) -> None:
+    """A ``--landmarks-cache`` is used only for the footage (size, frame selection, sampled content hash) it
+    was made from; anything else is refused in one line rather than fitted under the new clip's name."""
+    made = track.meta.get("footage_fingerprint")
+    now = footage.fingerprint()
+    if not isinstance(made, dict):
+        raise InputError(f"landmarks cache {cache} does not record the footage it was made from (made by an "
+                         f"older FlameCap); delete it or pass another --landmarks-cache")
+    diff = [k for k in now if made.get(k) != now[k]]
+    if diff:
+        what = ", ".join(f"{k} {made.get(k)!r} vs {now[k]!r}" if k != "sha256_sampled" else "content" for k in diff)
+        raise InputError(f"landmarks cache {cache} was made from other footage than {footage.path} ({what}); "
+                         f"delete it or pass another --landmarks-cache")
+
+
 def cmd_fit(args) -> int:
+    from ..contract.result import SOURCE_FIELDS
     from ..landmarks.base import LandmarkTrack
     t0 = time.perf_counter()
     spans = {"load": (0.0, 0.05), "identity": (0.05, 0.15), "fit": (0.15, 0.7), "refine": (0.7, 0.97),
@@ -231,7 +248,10 @@ def cmd_fit(args) -> int:
         from ..identity.mica import estimate_shape_from_footage
         shape_prior = estimate_shape_from_footage(footage, model, args.identity_weights, progress=prog,
                                                   device=None if args.device == "auto" else args.device)
-    source = {"path": str(Path(args.landmarks).resolve()), "kind": "landmarks", "n_frames": track.n_frames}
+    footage = track.meta.get("footage") if isinstance(track.meta.get("footage"), dict) else {}
+    counts = {k: footage[k] for k in SOURCE_FIELDS if k in footage}     # what the landmark pass read
+    source = {"path": str(Path(args.landmarks).resolve()), "kind": "landmarks", "n_frames": track.n_frames,
+              "footage": footage.get("path"), **counts}
     _fit_and_write(args, track, model, binding, prog, source, aligner_name, shape_prior, t0)
     return 0
 
