@@ -435,12 +435,16 @@ def _open_video(p: Path, start, end, stride, fps) -> Footage:
     first, rotation = None, 0
     if pts:   # the first decodable frame: size and rotation (a fresh open: seeking back fails on some files)
         with av.open(str(p)) as c2:
-            try:
-                for fr in c2.decode(c2.streams.video[0]):
-                    first, rotation = fr, int(round(fr.rotation or 0)) % 360
+            packets = c2.demux(c2.streams.video[0])
+            while first is None:
+                try:
+                    frames = next(packets).decode()
+                except StopIteration:
                     break
-            except av.error.FFmpegError:
-                first = None
+                except av.error.FFmpegError:   # a damaged first packet: the next one may decode
+                    continue
+                if frames:
+                    first, rotation = frames[0], int(round(frames[0].rotation or 0)) % 360
     if first is None:
         raise FootageError(not_video)
     w, h = first.width, first.height

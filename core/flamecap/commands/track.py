@@ -167,6 +167,11 @@ def cmd_track(args) -> int:
     _check_before_work(args)
     # inputs in command-line order, all before the slow landmark pass
     footage = open_footage(args.footage, start=args.start, end=args.end, stride=args.stride, fps=args.fps)
+    cache = Path(args.landmarks_cache) if args.landmarks_cache else None
+    cached = None
+    if cache is not None and cache.is_file():   # a cache of other footage is refused before any slow work
+        cached = LandmarkTrack.load(cache)
+        check_cache_matches(cached, footage, cache)
     prog("load", 0.0, "loading model")
     model = _load_model(args.model)
     # the fitter's torch import (~1 s) now rather than during or after the landmark pass: imports hold the
@@ -186,10 +191,8 @@ def cmd_track(args) -> int:
         resolve_weights(args.identity_weights)
     aligner = get_aligner(args.aligner, **options)
     binding = aligner.binding(model)
-    cache = Path(args.landmarks_cache) if args.landmarks_cache else None
-    if cache is not None and cache.is_file():
-        track = LandmarkTrack.load(cache)
-        check_cache_matches(track, footage, cache)
+    if cached is not None:
+        track = cached
         prog("landmarks", 1.0, f"landmarks from {cache}")
     else:
         track = track_footage(footage, aligner, progress=prog, prefetch=0 if args.no_pipeline else 4)

@@ -137,6 +137,10 @@ def read_model_file(path: str | os.PathLike, n_shape: int | None = None,
         head = fh.read(8)
     if path.suffix.lower() == ".npz":
         model = _load_npz(path)
+        for flag, want, have in (("--n-shape", n_shape, model.n_shape), ("--n-expr", n_expr, model.n_expr)):
+            if want is not None and want != have:   # an already converted file is not re-cut silently
+                raise ModelError(f"{path.name} is a converted model with {have} components; {flag} {want} applies "
+                                 f"when converting a FLAME .pkl: add the .pkl with {flag} {want}")
         model.meta.setdefault("source_name", path.name)
         model.meta["source_sha256"] = model.meta.get("source_sha256") or sha256_file(path)
         return [model]
