@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import bpy
+
+from ._contract import contract
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,13 @@ def export_fbx(filepath: str | os.PathLike, objects, *, preset: str = "blender",
     for o in objs:
         if o.name not in context.view_layer.objects:
             raise FbxExportError(f"'{o.name}' is not in the active view layer; link it to the scene first")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # the one output rule (flamecap.contract): never over the open .blend file or a device node, checked
+    # before the scene is touched; the temporary file gets the usual umask permissions (mkstemp's are 0600)
+    # and replaces ``path`` only when complete
+    try:
+        contract.check_output_path(path, what="FBX file", inputs=[bpy.data.filepath or None])
+    except contract.OutputPathError as exc:
+        raise FbxExportError(str(exc)) from None
     old_range = (scene.frame_start, scene.frame_end, scene.frame_current)
     old_sel = [o for o in context.view_layer.objects if o.select_get()]
     old_active = context.view_layer.objects.active
@@ -69,32 +76,27 @@ def export_fbx(filepath: str | os.PathLike, objects, *, preset: str = "blender",
     if frame_end is not None:
         scene.frame_end = int(frame_end)
     types = {o.type for o in objs} & {"MESH", "ARMATURE", "CAMERA", "EMPTY"}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".fbx", dir=str(path.parent))
-    os.close(fd)
     try:
-        if context.view_layer.objects.active is not None and context.view_layer.objects.active.mode != "OBJECT":
-            bpy.ops.object.mode_set(mode="OBJECT")
-        for o in context.view_layer.objects:
-            o.select_set(False)
-        for o in objs:
-            o.select_set(True)
-        context.view_layer.objects.active = next((o for o in objs if o.type == "ARMATURE"), objs[0])
-        r = bpy.ops.export_scene.fbx(
-            filepath=tmp, check_existing=False, use_selection=True, use_visible=False, use_active_collection=False,
-            object_types=types, use_mesh_modifiers=False, mesh_smooth_type="FACE", use_custom_props=False,
-            add_leaf_bones=False, use_armature_deform_only=False, armature_nodetype="NULL",
-            bake_anim=True, bake_anim_use_all_bones=True, bake_anim_use_nla_strips=False,
-            bake_anim_use_all_actions=False, bake_anim_force_startend_keying=True, bake_anim_step=1.0,
-            bake_anim_simplify_factor=0.0, path_mode="AUTO", embed_textures=False, **PRESETS[preset])
-        if r != {"FINISHED"}:
-            raise FbxExportError(f"the FBX exporter did not finish ({r}); see the console")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        with contract.atomic_output(path) as tmp:
+            if context.view_layer.objects.active is not None and context.view_layer.objects.active.mode != "OBJECT":
+                bpy.ops.object.mode_set(mode="OBJECT")
+            for o in context.view_layer.objects:
+                o.select_set(False)
+            for o in objs:
+                o.select_set(True)
+            context.view_layer.objects.active = next((o for o in objs if o.type == "ARMATURE"), objs[0])
+            r = bpy.ops.export_scene.fbx(
+                filepath=str(tmp), check_existing=False, use_selection=True, use_visible=False,
+                use_active_collection=False, object_types=types, use_mesh_modifiers=False, mesh_smooth_type="FACE",
+                use_custom_props=False, add_leaf_bones=False, use_armature_deform_only=False,
+                armature_nodetype="NULL", bake_anim=True, bake_anim_use_all_bones=True,
+                bake_anim_use_nla_strips=False, bake_anim_use_all_actions=False,
+                bake_anim_force_startend_keying=True, bake_anim_step=1.0, bake_anim_simplify_factor=0.0,
+                path_mode="AUTO", embed_textures=False, **PRESETS[preset])
+            if r != {"FINISHED"}:
+                raise FbxExportError(f"the FBX exporter did not finish ({r}); see the console")
+    except contract.OutputPathError as exc:
+        raise FbxExportError(str(exc)) from None
     finally:
         scene.frame_start, scene.frame_end = old_range[0], old_range[1]
         scene.frame_set(old_range[2])

@@ -95,6 +95,22 @@ def F(tmp_path_factory) -> dict[str, Path]:
     nan["expr"][1, 0] = np.nan                              # NaN on a *valid* frame
     f["result_nan"] = write_npz_atomic(d / "result_nan.npz", nan, meta)
     f["result_v99"] = write_npz_atomic(d / "result_v99.npz", arr, dict(meta, version=99))
+    f["result_v0"] = write_npz_atomic(d / "result_v0.npz", arr, dict(meta, version=0))
+    f["result_frames_back"] = write_npz_atomic(d / "result_frames_back.npz",
+                                               dict(arr, frame_index=np.int32([0, 1, 1, 2])), meta)
+    f["result_far"] = write_npz_atomic(d / "result_far.npz",
+                                       dict(arr, transl=np.tile(np.float32([0, 0, 1e30]), (T, 1))), meta)
+    inval = dict(arr, valid=np.array([True, False, True, True]), expr=arr["expr"].copy(),
+                 jaw_pose=arr["jaw_pose"].copy())
+    inval["expr"][1] = np.nan                               # NaN on an *invalid* frame: a valid result
+    inval["jaw_pose"][1] = np.nan
+    f["result_nan_invalid"] = save_result(d / "result_nan_invalid.npz", TrackingResult(inval, meta))
+    np.save(d / "shape_short.npy", np.zeros(m.n_shape - 3, np.float32))
+    f["shape_short"] = d / "shape_short.npy"
+    f["link_to_result"] = d / "link_to_result.npz"          # a symlink and a hard link to the result
+    f["link_to_result"].symlink_to(f["result"])
+    f["hard_result"] = d / "hard_result.npz"
+    os.link(f["result"], f["hard_result"])
     f["corrupt_npz"] = d / "corrupt.npz"
     f["corrupt_npz"].write_bytes(b"PK\x03\x04" + rng.bytes(300))
     raw = f["result"].read_bytes()
@@ -283,6 +299,39 @@ CASES = [
     ("landmarks-output-is-a-folder", ["landmarks", "{noise_dir}", "-o", "{o}"], 2, "is a folder"),
     ("synth-output-under-a-file", ["synth", "-o", "{result}", "--frames", "2", "--size", "64x64", "--model",
                                    "synthetic"], 2, "is a file"),
+    # the one output rule: never an input, cache, model or other output of the run (issue 14, items 1-2)
+    ("track-output-is-the-footage", ["track", "{noise_avi}", "-o", "{noise_avi}", "--model", "{model}"], 2,
+     "same file as"),
+    ("landmarks-output-is-the-footage", ["landmarks", "{noise_avi}", "-o", "{noise_avi}"], 2, "same file as"),
+    ("landmarks-output-is-a-frame", ["landmarks", "{noise_dir}", "-o", "{noise_dir}/0001.png"], 2, "same file as"),
+    ("landmarks-output-is-a-pattern-frame", ["landmarks", "{noise_dir}/%04d.png", "-o", "{noise_dir}/0002.png"],
+     2, "same file as"),
+    ("fit-output-is-the-landmarks", ["fit", "{lm_nan}", "-o", "{lm_nan}", "--model", "{model}"], 2, "same file as"),
+    ("fit-output-is-the-model", ["fit", "{lm_nan}", "-o", "{model}", "--model", "{model}"], 2, "same file as"),
+    ("track-output-is-the-cache", ["track", "{noise_dir}", "-o", "{o}/c.npz", "--landmarks-cache", "{o}/c.npz",
+                                   "--model", "{model}"], 2, "same file as"),
+    ("track-output-is-an-existing-cache", ["track", "{noise_dir}", "-o", "{lm_nan}", "--landmarks-cache",
+                                           "{lm_nan}", "--model", "{model}"], 2, "same file as"),
+    ("smooth-in-place", ["smooth", "{result}", "-o", "{result}"], 2, "same file as"),
+    ("smooth-onto-a-symlink-to-the-input", ["smooth", "{result}", "-o", "{link_to_result}"], 2, "same file as"),
+    ("smooth-onto-a-hard-link-to-the-input", ["smooth", "{result}", "-o", "{hard_result}"], 2, "same file as"),
+    ("smooth-through-dotdot", ["smooth", "{result}", "-o", "{no_images}/../result.npz"], 2, "same file as"),
+    ("export-two-outputs-one-file", ["export", "{result}", "--params-npz", "{o}/p.npz", "--params-json",
+                                     "{o}/p.npz"], 2, "same file as"),
+    ("export-over-the-result", ["export", "{result}", "--params-json", "{result}"], 2, "same file as"),
+    ("retarget-output-is-the-target", ["retarget", "identity", "{result}", "--target-result", "{result_nan_invalid}",
+                                       "-o", "{result_nan_invalid}"], 2, "same file as"),
+    # the validator (issue 14, smaller items)
+    *[(f"{cmd}-{case}", [cmd, src, *extra], 6, expect)
+      for cmd, extra in (("validate", []), ("smooth", ["-o", "{o}/s.npz"]))
+      for case, src, expect in (("version-0", "{result_v0}", "not a valid result version"),
+                                ("frame-index-not-increasing", "{result_frames_back}", "frame_index must increase"),
+                                ("transl-1e30", "{result_far}", "'transl' reaches"))],
+    ("retarget-identity-shape-wrong-length", ["retarget", "identity", "{result}", "--shape", "{shape_short}",
+                                              "--model", "{model}", "-o", "{o}/a.npz"], 2, "coefficients"),
+    ("models-download-plain-http", ["models", "download", "flame2023-open", "--url-base",
+                                    "http://example.com/download.php", "--username", "u", "--password-stdin"],
+     2, "unencrypted"),
     # usage
     ("usage-unknown-command", ["trak", "clip.mp4"], 2, "invalid choice"),
     ("usage-missing-output", ["landmarks", "{noise_dir}"], 2, "-o/--output"),
@@ -395,13 +444,77 @@ def test_failure_keeps_existing_output(capsys, tmp_path, F, argv):
     assert sorted(p.name for p in out_dir.iterdir()) == ["keep.npz"]    # no temp file either
 
 
-def test_smooth_in_place_replaces_only_when_complete(capsys, tmp_path, F):
+def test_smooth_in_place_is_refused_and_keeps_the_input(capsys, tmp_path, F):
+    """The output rule has no exception for in-place rewrites: the unsmoothed result would be lost."""
     target = tmp_path / "r.npz"
     target.write_bytes(F["result"].read_bytes())
-    rc, _, err = run_inprocess(capsys, ["smooth", str(target), "-o", str(target), "--progress", "none"])
-    assert rc == 0, err
-    assert read_npz(target)[1]["smoothing"]["strength"] == 1.0
+    rc, out, err = run_inprocess(capsys, ["smooth", str(target), "-o", str(target), "--progress", "none"])
+    assert_one_line_error(rc, out, err, 2, "same file as")
+    assert target.read_bytes() == F["result"].read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.npz"]
+
+
+def _device_node(path: Path) -> str:
+    """A character device like /dev/null (mknod, as root), else a FIFO: both are non-regular files."""
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        return "chr"
+    except (PermissionError, OSError):
+        os.mkfifo(path)
+        return "fifo"
+
+
+@pytest.mark.parametrize("argv", [
+    ["smooth", "{result}", "-o", "{node}"],
+    ["landmarks", "{noise_dir}", "-o", "{node}"],
+    ["export", "{result}", "--params-json", "{node}"],
+    ["fit", "{lm_nan}", "-o", "{node}", "--model", "{model}"],
+], ids=["smooth", "landmarks", "export", "fit"])
+def test_output_onto_a_device_node_is_refused(capsys, tmp_path, F, argv):
+    node = tmp_path / "null"
+    kind = _device_node(node)
+    rc, out, err = run_inprocess(capsys, _fmt(argv, {**F, "node": node}, tmp_path))
+    assert_one_line_error(rc, out, err, 2, "not a regular file")
+    mode = node.lstat().st_mode
+    assert (stat.S_ISCHR(mode) if kind == "chr" else stat.S_ISFIFO(mode)), "the node was replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+
+
+def test_atomic_output_refuses_a_device_node_directly(tmp_path):
+    node = tmp_path / "null"
+    _device_node(node)
+    with pytest.raises(OutputPathError, match="not a regular file"):
+        with atomic_output(node) as tmp:
+            tmp.write_text("never")
+    assert not stat.S_ISREG(node.lstat().st_mode)
+
+
+def test_smooth_accepts_nan_on_invalid_frames(capsys, tmp_path, F):
+    """validate accepts NaN parameters on invalid frames; smooth must too, and keep valid frames finite."""
+    target = tmp_path / "s.npz"
+    rc, _, err = run_inprocess(capsys, ["smooth", str(F["result_nan_invalid"]), "-o", str(target),
+                                        "--progress", "none"])
+    assert rc == 0, err
+    arrays, _ = read_npz(target)
+    assert np.isfinite(arrays["expr"][arrays["valid"]]).all() and np.isnan(arrays["expr"][1]).all()
+
+
+def test_stale_temporaries_of_killed_writes_are_cleaned(tmp_path):
+    """A write killed between mkstemp and os.replace leaves '.NAME.XXXXXXXX.tmp'; the next write into the
+    folder removes those older than an hour, and nothing else."""
+    import time
+    from flamecap.contract.npzio import STALE_TMP_S
+    old = time.time() - STALE_TMP_S - 60
+    stale = tmp_path / ".result.npz.ab12cd_9.tmp"
+    fresh = tmp_path / ".other.npz.zz99yy00.tmp"          # a write in progress right now: kept
+    mine = tmp_path / ".notes.tmp"                          # not the writer's pattern: kept
+    for p in (stale, fresh, mine):
+        p.write_text("partial")
+    os.utime(stale, (old, old))
+    os.utime(mine, (old, old))
+    with atomic_output(tmp_path / "new.json") as tmp:
+        tmp.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, mine.name, "new.json"])
 
 
 def test_truncated_grid_clip_keeps_the_frames_it_has(tmp_path):

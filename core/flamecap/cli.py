@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     jsonl = getattr(args, "progress", None) == "jsonl"
     try:
+        from .paths import check_run_paths
+        check_run_paths(args)   # the one output rule, for every command, before any work
         return int(args.handler(args) or 0)
     except (FlameCapError, ContractError) as exc:
         _report_error(str(exc), exc.exit_code, jsonl)

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
     add_progress_argument(t)
-    t.set_defaults(handler=cmd_train)
+    t.set_defaults(handler=cmd_train, run_outputs=("out",), run_models=("model",))
 
     e = dsub.add_parser("eval", help="per-vertex pixel error on held-out synthetic renders")
     e.add_argument("weights")
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--install", action="store_true",
                    help="also copy to $FLAMECAP_HOME/weights/flowface_dense.safetensors (the default the "
                         "dense aligner loads)")
-    x.set_defaults(handler=cmd_export)
+    x.set_defaults(handler=cmd_export, run_inputs=("checkpoint",), run_outputs=("out",))
 
 
 def load_head_model(spec: str):

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params-json", help="FLAME parameters as JSON")
     p.add_argument("--livelink-csv", help="Live Link Face CSV of ARKit weights (needs --anim)")
     p.add_argument("--anim", help="shape-key animation from 'flamecap retarget shapekeys' (ARKit-named keys)")
-    p.set_defaults(handler=cmd_export)
+    p.set_defaults(handler=cmd_export, run_inputs=("result", "anim"),
+                   run_outputs=("fbx", "params_npz", "params_json", "livelink_csv"))
 
 
 def export_fbx_subprocess(result: str, out: str, preset: str = "unity", camera: bool = False,

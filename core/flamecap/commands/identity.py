@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="train: batch size (default 8)")
     p.add_argument("--lr", type=float, default=1e-5, help="train: AdamW learning rate (default 1e-5, as MICA)")
     add_progress_argument(p)
-    p.set_defaults(handler=cmd_identity)
+    p.set_defaults(handler=cmd_identity, run_inputs=("input", "path", "weights", "encoder_weights"),
+                   run_outputs=("output",), run_models=("model",))
 
 
 def cmd_add_weights(args) -> int:

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="--aligner dense: network weights")
     p.add_argument("--device", default=None, help="--aligner dense: cpu / cuda")
     add_progress_argument(p)
-    p.set_defaults(handler=cmd_landmarks)
+    p.set_defaults(handler=cmd_landmarks, run_inputs=("footage", "points", "weights"), run_outputs=("output",))
 
     e = sub.add_parser("embed", help="self-calibrate the MediaPipe → head mesh binding of a model")
     e.add_argument("--model", default=None, help="model .npz/.pkl path or registered name (default model)")

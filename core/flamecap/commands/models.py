@@ -104,6 +104,8 @@ def cmd_add(args) -> int:
 def cmd_list(args) -> int:
     from ..flame.registry import registered_models_summary
     rows = registered_models_summary()
+    if len(rows) == 1 and set(rows[0]) == {"error"}:
+        raise ModelError(rows[0]["error"])     # an unreadable registry is an error, not an empty list
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -113,7 +115,7 @@ def cmd_list(args) -> int:
         return 0
     for r in rows:
         if "error" in r:
-            print(f"error: {r['error']}")
+            print(f"  {r['name']:24s} {r['release']:20s} [refused: {r['error']}]")
             continue
         flag = "*" if r["default"] else " "
         missing = "" if r["present"] else "  [file missing]"
@@ -127,7 +129,10 @@ def verify_entry(entry) -> str | None:
     from ..contract.errors import ContractError
     from ..contract.model_format import load_model_npz
     from ..flame.registry import sha256_file
-    path = entry.path()
+    try:
+        path = entry.path()
+    except ModelError as exc:
+        return str(exc)
     if not path.is_file():
         return f"file {path} is missing"
     if sha256_file(path) != entry.npz_sha256:
@@ -172,14 +177,20 @@ def cmd_verify(args) -> int:
 
 def cmd_remove(args) -> int:
     from ..flame.registry import Registry
-    reg = Registry.load()
-    entry = reg.remove(args.name)
-    reg.save()
-    try:
-        entry.path().unlink()
-    except FileNotFoundError:
-        pass
-    print(f"removed {entry.name}")
+    with Registry.locked() as reg:
+        entry = reg.remove(args.name)
+        try:
+            path = entry.path()
+        except ModelError as exc:   # an entry naming a file outside the models folder: drop it, delete nothing
+            path = None
+            log.warning("%s; no file was deleted", exc)
+        reg.save()
+        if path is not None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+    print(f"removed {entry.name}" + ("" if path is not None else " (registry entry only; no file deleted)"))
     return 0
 
 
@@ -197,6 +208,10 @@ def download_url(url_base: str, archive: str) -> str:
     parsed = urllib.parse.urlparse(url_base)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise InputError(f"--url-base must be an http(s) URL, got '{url_base}'")
+    if parsed.scheme == "http" and parsed.hostname not in ("localhost", "127.0.0.1", "::1"):
+        # the login form carries the account's password: over plain http anyone on the way can read it
+        raise InputError(f"--url-base {url_base} is plain http: the FLAME password would be sent unencrypted; "
+                         f"use an https:// URL (plain http is accepted only for this machine, localhost)")
     query = urllib.parse.urlencode({"domain": "flame", "sfile": archive, "resume": 1})
     return f"{url_base}?{query}"
 

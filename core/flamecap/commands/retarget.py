@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--zero-transl", action="store_true", help="keep the character at the origin")
     q.add_argument("-o", "--output", required=True)
     add_progress_argument(q)
-    q.set_defaults(handler=cmd_identity)
+    q.set_defaults(handler=cmd_identity, run_inputs=("result", "target_result", "shape"), run_outputs=("output",),
+                   run_models=("model",))
 
     q = rs.add_parser("shapekeys", help="solve a character's shape-key values (ARKit-52 or custom) per frame")
     q.add_argument("result")
@@ -51,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("-o", "--output", required=True, help="animation .npz (flamecap.shapekey_anim)")
     q.add_argument("--csv", help="also write the ARKit channels as a Live Link Face CSV")
     add_progress_argument(q)
-    q.set_defaults(handler=cmd_shapekeys)
+    q.set_defaults(handler=cmd_shapekeys, run_inputs=("result", "target", "pairs", "channels"),
+                   run_outputs=("output", "csv"))
 
 
 def _emitter(args):
@@ -109,8 +111,12 @@ def cmd_identity(args) -> int:
         out = swap_identity(res, target_result=load_result(args.target_result), keep_transl=not args.zero_transl)
     else:
         from ..flame.io import load_model
-        out = swap_identity(res, _load_shape(args.shape), model=load_model(args.model),
-                            keep_transl=not args.zero_transl)
+        model, shape = load_model(args.model), _load_shape(args.shape)
+        if shape.shape[0] != model.n_shape:
+            raise InputError(f"--shape {args.shape} has {shape.shape[0]} coefficients but the model has "
+                             f"{model.n_shape}; give the shape estimated for this model (or --model the one it "
+                             f"belongs to)")
+        out = swap_identity(res, shape, model=model, keep_transl=not args.zero_transl)
     path = save_result(args.output, out)
     _done(_emitter(args), Path(path))
     return 0

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--yaw", type=float, default=30.0, help="maximum head yaw in degrees (up to 45 is realistic)")
     p.add_argument("--seed", type=int, default=0)
     add_progress_argument(p)
-    p.set_defaults(handler=cmd_synth)
+    p.set_defaults(handler=cmd_synth, run_models=("model",))
 
 
 def resolve_head_model(spec: str | None):

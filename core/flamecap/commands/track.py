@@ -44,13 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="landmarks .npz: reused when it exists, written after tracking otherwise")
     _add_fit_arguments(p)
     add_progress_argument(p)
-    p.set_defaults(handler=cmd_track)
+    p.set_defaults(handler=cmd_track, run_inputs=("footage", "landmarks_cache", "points", "weights", "identity_weights"),
+                   run_outputs=("output", "landmarks_cache"), run_models=("model",))
 
     f = sub.add_parser("fit", help="fit FLAME to a landmarks .npz (from 'flamecap landmarks')")
     f.add_argument("landmarks")
     _add_fit_arguments(f)
     add_progress_argument(f)
-    f.set_defaults(handler=cmd_fit)
+    f.set_defaults(handler=cmd_fit, run_inputs=("landmarks", "identity_weights"), run_outputs=("output",),
+                   run_models=("model",))
 
     s = sub.add_parser("smooth", help="post-filter a result's per-frame parameters (re-applicable)")
     s.add_argument("result")
@@ -58,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--strength", type=float, default=1.0, help="0 = unchanged, 1 = default, more = smoother")
     s.add_argument("--method", default="one_euro", choices=("one_euro", "savgol"))
     add_progress_argument(s)
-    s.set_defaults(handler=cmd_smooth)
+    s.set_defaults(handler=cmd_smooth, run_inputs=("result",), run_outputs=("output",))
 
 
 class _Progress:
@@ -162,6 +164,11 @@ def cmd_track(args) -> int:
     _check_before_work(args)
     # inputs in command-line order, all before the slow landmark pass
     footage = open_footage(args.footage, start=args.start, end=args.end, stride=args.stride, fps=args.fps)
+    cache = Path(args.landmarks_cache) if args.landmarks_cache else None
+    cached = None
+    if cache is not None and cache.is_file():   # a cache of other footage is refused before any slow work
+        cached = LandmarkTrack.load(cache)
+        check_cache_matches(cached, footage, cache)
     prog("load", 0.0, "loading model")
     model = _load_model(args.model)
     # the fitter's torch import (~1 s) now rather than during or after the landmark pass: imports hold the
@@ -181,9 +188,8 @@ def cmd_track(args) -> int:
         resolve_weights(args.identity_weights)
     aligner = get_aligner(args.aligner, **options)
     binding = _binding_for(aligner.scheme, getattr(aligner, "n_points", None), model, aligner)
-    cache = Path(args.landmarks_cache) if args.landmarks_cache else None
-    if cache is not None and cache.is_file():
-        track = LandmarkTrack.load(cache)
+    if cached is not None:
+        track = cached
         prog("landmarks", 1.0, f"landmarks from {cache}")
     else:
         track = track_footage(footage, aligner, progress=prog, prefetch=0 if args.no_pipeline else 4)
@@ -196,14 +202,30 @@ def cmd_track(args) -> int:
         from ..identity.mica import estimate_shape_from_footage
         shape_prior = estimate_shape_from_footage(args.footage, model, args.identity_weights, progress=prog,
                                                   device=None if args.device == "auto" else args.device)
-    source = {"path": str(Path(args.footage).resolve()), "kind": footage.kind, "n_frames": track.n_frames,
-              "start": args.start, "end": args.end, "stride": args.stride}
+    recorded = track.meta.get("footage") if isinstance(track.meta.get("footage"), dict) else footage.source
+    source = dict(recorded, path=str(Path(args.footage).resolve()), n_frames=track.n_frames)
     _fit_and_write(args, track, model, binding, prog, source, aligner.name, shape_prior, t0,
                    t_first=footage.first_frame_at)
     return 0
 
 
+def check_cache_matches(track, footage, cache: Path) -> None:
+    """A ``--landmarks-cache`` is used only for the footage (size, frame selection, sampled content hash) it
+    was made from; anything else is refused in one line rather than fitted under the new clip's name."""
+    made = track.meta.get("footage_fingerprint")
+    now = footage.fingerprint()
+    if not isinstance(made, dict):
+        raise InputError(f"landmarks cache {cache} does not record the footage it was made from (made by an "
+                         f"older FlameCap); delete it or pass another --landmarks-cache")
+    diff = [k for k in now if made.get(k) != now[k]]
+    if diff:
+        what = ", ".join(f"{k} {made.get(k)!r} vs {now[k]!r}" if k != "sha256_sampled" else "content" for k in diff)
+        raise InputError(f"landmarks cache {cache} was made from other footage than {footage.path} ({what}); "
+                         f"delete it or pass another --landmarks-cache")
+
+
 def cmd_fit(args) -> int:
+    from ..contract.result import SOURCE_FIELDS
     from ..landmarks.base import LandmarkTrack
     t0 = time.perf_counter()
     spans = {"load": (0.0, 0.05), "identity": (0.05, 0.15), "fit": (0.15, 0.7), "refine": (0.7, 0.97),
@@ -226,7 +248,10 @@ def cmd_fit(args) -> int:
         from ..identity.mica import estimate_shape_from_footage
         shape_prior = estimate_shape_from_footage(footage, model, args.identity_weights, progress=prog,
                                                   device=None if args.device == "auto" else args.device)
-    source = {"path": str(Path(args.landmarks).resolve()), "kind": "landmarks", "n_frames": track.n_frames}
+    footage = track.meta.get("footage") if isinstance(track.meta.get("footage"), dict) else {}
+    counts = {k: footage[k] for k in SOURCE_FIELDS if k in footage}     # what the landmark pass read
+    source = {"path": str(Path(args.landmarks).resolve()), "kind": "landmarks", "n_frames": track.n_frames,
+              "footage": footage.get("path"), **counts}
     _fit_and_write(args, track, model, binding, prog, source, aligner_name, shape_prior, t0)
     return 0
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -18,10 +20,23 @@ from .errors import ContractError, OutputPathError
 META_KEY = "__meta__"
 
 
-def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
-    """Make sure a file can be written at ``path`` before any work is done: the name is not empty, it is not
-    a folder, no parent is a file, and the (created if missing) folder accepts a new file. Returns ``path``;
-    raises :class:`OutputPathError` (one line) otherwise. Missing parent folders are created."""
+def _file_id(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output",
+                      inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """The one output-path rule, checked before any work is done (and again at write time).
+
+    Refuses (:class:`OutputPathError`, one line): an empty name; a folder; a path under a file; an existing
+    file that is not a regular file (a device node such as ``/dev/null``, a FIFO, a socket: ``os.replace``
+    would swap it for a plain file); a path that is, or resolves to (symlinks, ``..``, hard links), any of
+    ``inputs`` (the run's footage, caches, models, other outputs: writing there would destroy them); a
+    folder that does not accept new files. Missing parent folders are created. Returns ``path``."""
     raw = os.fspath(path)
     path = Path(raw)
     if not raw.strip() or path.name in ("", ".", ".."):
@@ -29,6 +44,21 @@ def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
     if path.is_dir():
         raise OutputPathError(f"{what} {path} is a folder; give a file path inside it, e.g. "
                               f"{path / ('result' + (path.suffix or '.npz'))}")
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputPathError(f"{what} {path} exists and is not a regular file (a device, FIFO or socket); "
+                              f"writing would replace it; choose a file path")
+    real = os.path.realpath(path)
+    for src in inputs:
+        if src is None or not os.fspath(src):
+            continue
+        same_inode = st is not None and _file_id(src) == (st.st_dev, st.st_ino)
+        if same_inode or os.path.realpath(src) == real:
+            raise OutputPathError(f"{what} {path} is the same file as {src}, which this run also reads or "
+                                  f"writes; writing it would destroy that file; choose another output name")
     for anc in path.parents:
         if anc.exists() or anc.is_symlink():
             if not anc.is_dir():
@@ -51,6 +81,36 @@ def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
     return path
 
 
+# The temporary files this module makes: ".<name>.<8 mkstemp characters>.tmp" / ".probe". A write killed
+# between mkstemp and os.replace (SIGKILL, power loss) leaves one behind; the next write into the same
+# folder removes those older than STALE_TMP_S (no live write takes that long between creating its
+# temporary file and renaming it).
+_TMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|probe)$")
+STALE_TMP_S = 3600.0
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = STALE_TMP_S) -> list[Path]:
+    """Delete this module's own temporary files in ``folder`` older than ``older_than_s`` (regular files
+    matching its naming pattern only). Returns what was removed."""
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        if not _TMP_RE.match(e.name):
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > older_than_s:
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except OSError:
+            continue
+    return removed
+
+
 def _new_file_mode(path: Path) -> int:
     """The permission bits a plainly created file would get (or the existing file's, when replacing one):
     ``mkstemp`` makes 0600 files, which other users or programs (e.g. Blender as another user) cannot read."""
@@ -69,6 +129,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     file there stays untouched until the new one is complete. An unwritable location (folder, read-only,
     disk full...) raises :class:`OutputPathError` naming ``path``."""
     path = check_output_path(path)
+    remove_stale_temporaries(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     except OSError as exc:

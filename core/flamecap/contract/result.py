@@ -20,7 +20,7 @@ from .errors import ContractError
 from .npzio import read_npz, write_npz_atomic
 
 RESULT_FORMAT = "flamecap.result"
-RESULT_VERSION = 1
+RESULT_VERSION = 2          # 2: ``source`` records frames expected / read / damaged; version 1 files still read
 JOINT_NAMES = ("root", "neck", "jaw", "eye_l", "eye_r")
 # Parameter names, identical in core, file, CLI and add-on.
 PER_FRAME_PARAMS = ("expr", "jaw_pose", "neck_pose", "eye_pose", "global_rot", "transl")
@@ -57,6 +57,17 @@ SCHEMA: dict[str, tuple[tuple, str, bool]] = {
     "head_parents": (("J",), "i", True),        # -1 for the root
 }
 REQUIRED_META = ("format", "version", "fps", "source", "model", "units", "conventions")
+# What ``meta["source"]`` records about the footage (version >= 2): name -> (JSON types, may be None).
+# frames_expected: frames the selection should hold (None: the video does not say); frames_read: decoded
+# intact; frames_damaged: selected frames that could not be decoded (invalid rows); truncated: the file
+# holds fewer frames than its header announces.
+SOURCE_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "frames_expected": ((int,), True),
+    "frames_read": ((int,), False),
+    "frames_damaged": ((int,), False),
+    "truncated": ((bool,), False),
+}
+MAX_ABS_TRANSL_M = 1.0e4     # a head 10 km from the camera is a broken file, not a shot
 
 
 @dataclass
@@ -89,11 +100,16 @@ class TrackingResult:
 def default_meta(fps: float, source: dict, model: dict, **extra: Any) -> dict:
     """Metadata with the fixed fields filled in. ``source``: {path, kind, n_frames...};
     ``model``: {release, topology_hash, n_vertices, ...}."""
+    src = dict(source)
+    src.setdefault("frames_expected", None)
+    src.setdefault("frames_read", int(src.get("n_frames") or 0))
+    src.setdefault("frames_damaged", 0)
+    src.setdefault("truncated", bool(src.get("ended_early", False)))
     meta = {
         "format": RESULT_FORMAT,
         "version": RESULT_VERSION,
         "fps": float(fps),
-        "source": dict(source),
+        "source": src,
         "model": dict(model),
         "units": "m",
         "conventions": "flame-world +Y up +Z to camera; opencv camera; axis-angle radians",
@@ -132,6 +148,9 @@ def validate(arrays: dict[str, np.ndarray], meta: dict, where: str = "result") -
     if int(meta["version"]) > RESULT_VERSION:
         raise ContractError(f"{where}: version {meta['version']} is newer than this FlameCap reads "
                             f"({RESULT_VERSION}); update FlameCap")
+    if int(meta["version"]) < 1:
+        raise ContractError(f"{where}: version {meta['version']} is not a valid result version (1..{RESULT_VERSION})")
+    _validate_source(meta["source"], int(meta["version"]), where)
     if not (np.isfinite(float(meta["fps"])) and float(meta["fps"]) > 0):
         raise ContractError(f"{where}: fps must be > 0, got {meta['fps']}")
     sizes: dict[str, int] = {}
@@ -169,6 +188,34 @@ def validate(arrays: dict[str, np.ndarray], meta: dict, where: str = "result") -
     w, h = (int(x) for x in arrays["image_size"])
     if w <= 0 or h <= 0:
         raise ContractError(f"{where}: image_size must be positive, got {w}x{h}")
+    fi = np.asarray(arrays["frame_index"])
+    if fi.size > 1 and not np.all(np.diff(fi.astype(np.int64)) > 0):
+        k = int(np.argmax(np.diff(fi.astype(np.int64)) <= 0))
+        raise ContractError(f"{where}: frame_index must increase row by row, but row {k + 1} is {int(fi[k + 1])} "
+                            f"after {int(fi[k])}")
+    valid = np.asarray(arrays["valid"], bool)
+    tr = np.asarray(arrays["transl"], np.float64)[valid]
+    if tr.size and np.abs(tr).max() > MAX_ABS_TRANSL_M:
+        raise ContractError(f"{where}: field 'transl' reaches {np.abs(tr).max():.3g} m, beyond "
+                            f"{MAX_ABS_TRANSL_M:g} m; the file is damaged or not in metres")
+
+
+def _validate_source(source: Any, version: int, where: str) -> None:
+    """``meta['source']``: a dict; from version 2 on it carries :data:`SOURCE_FIELDS` with their types."""
+    if not isinstance(source, dict):
+        raise ContractError(f"{where}: metadata 'source' must be an object, got {type(source).__name__}")
+    if version < 2:
+        return
+    for key, (types, nullable) in SOURCE_FIELDS.items():
+        if key not in source:
+            raise ContractError(f"{where}: metadata source field '{key}' is missing (version {version})")
+        v = source[key]
+        if v is None and nullable:
+            continue
+        if not isinstance(v, types) or (types == (int,) and (isinstance(v, bool) or v < 0)):
+            raise ContractError(f"{where}: metadata source field '{key}' is {v!r}, expected "
+                                f"{' or '.join(t.__name__ for t in types)}{' or null' if nullable else ''}"
+                                f"{' >= 0' if types == (int,) else ''}")
 
 
 def save_result(path: str | os.PathLike, result: TrackingResult) -> Path:

@@ -88,11 +88,28 @@ def smooth_params(arrays: dict, fps: float, strength: float, method: str = "one_
         a = np.asarray(arrays[key])
         T = a.shape[0]
         flat = a.reshape(T, -1).astype(np.float64)
+        bad = ~np.isfinite(flat)
+        if bad.all():
+            continue
+        if bad.any():   # NaN rows (invalid frames a result may hold) would spread through the filter
+            flat = _fill_gaps(flat, bad)
         if method == "one_euro":
             min_cutoff = 2.0 / (0.25 + 0.75 * strength)        # Hz; 2 Hz at strength 1
             beta = 1.0
             res = zero_phase_one_euro(flat, fps, min_cutoff, beta)
         else:
             res = savgol(flat, window=max(3, int(round(fps * 0.12 * (1 + strength)))), order=3)
+        res[bad] = np.nan              # what was unknown stays unknown
         out[key] = res.reshape(a.shape).astype(a.dtype)
+    return out
+
+
+def _fill_gaps(flat: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """(T, C) with non-finite entries linearly interpolated over time per column (held at the ends); an
+    all-unknown column becomes 0 (it is put back to NaN after filtering)."""
+    out = flat.copy()
+    t = np.arange(flat.shape[0])
+    for c in range(flat.shape[1]):
+        good = ~bad[:, c]
+        out[:, c] = np.interp(t, t[good], flat[good, c]) if good.any() else 0.0
     return out

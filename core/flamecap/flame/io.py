@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import paths
 from ..contract.errors import ContractError, OutputPathError
 from ..contract.model_format import FlameModelData, load_model_npz, save_model_npz
+from ..contract.npzio import check_output_path
 from ..errors import ModelError
 from .pkl import describe_magic, load_flame_pkl
 from .registry import Registry, RegistryEntry, check_name, sha256_file
@@ -56,10 +57,14 @@ def load_model(spec: str | os.PathLike | None = None) -> FlameModelData:
 
 
 def load_registered(entry: RegistryEntry) -> FlameModelData:
+    """A registered model, checked against what was registered (its sha256) before use."""
     path = entry.path()
     if not path.is_file():
         raise ModelError(f"registered model '{entry.name}' is missing its file {path}; add the model again "
                          f"with 'flamecap models add'")
+    if sha256_file(path) != entry.npz_sha256:
+        raise ModelError(f"registered model '{entry.name}' ({path}) changed since it was registered (sha256 "
+                         f"differs); 'flamecap models remove {entry.name}' and add the original file again")
     model = _load_npz(path)
     model.meta.setdefault("name", entry.name)
     return model
@@ -132,6 +137,10 @@ def read_model_file(path: str | os.PathLike, n_shape: int | None = None,
         head = fh.read(8)
     if path.suffix.lower() == ".npz":
         model = _load_npz(path)
+        for flag, want, have in (("--n-shape", n_shape, model.n_shape), ("--n-expr", n_expr, model.n_expr)):
+            if want is not None and want != have:   # an already converted file is not re-cut silently
+                raise ModelError(f"{path.name} is a converted model with {have} components; {flag} {want} applies "
+                                 f"when converting a FLAME .pkl: add the .pkl with {flag} {want}")
         model.meta.setdefault("source_name", path.name)
         model.meta["source_sha256"] = model.meta.get("source_sha256") or sha256_file(path)
         return [model]
@@ -160,40 +169,49 @@ def add_model_file(path: str | os.PathLike, name: str | None = None, make_defaul
     if name is not None and len(models) > 1:
         raise ModelError(f"{Path(path).name} holds {len(models)} models; add them without --name "
                          f"(they are named by release) or add one .pkl at a time")
-    reg = Registry.load()
     outcomes: list[AddOutcome] = []
     written: list[Path] = []
     try:
-        for model in models:
-            existing = reg.find_source(model.meta.get("source_sha256"))
-            if existing is not None:
-                if make_default:
-                    reg.set_default(existing.name)
-                outcomes.append(AddOutcome(existing, already=True))
-                continue
-            model_name = name or reg.unique_name(_base_name(model))
-            if reg.get(model_name) is not None:
-                raise ModelError(f"a model named '{model_name}' is already registered; pass another --name or "
-                                 f"'flamecap models remove {model_name}' first")
-            out = paths.models_dir() / f"{model_name}.npz"
-            model.meta["name"] = model_name
-            try:
-                save_model_npz(out, model)
-            except OutputPathError:
-                raise
-            except ContractError as exc:
-                raise ModelError(str(exc)) from None
-            written.append(out)
-            entry = RegistryEntry(
-                name=model_name, release=model.release, file=out.name,
-                source_name=str(model.meta.get("source_name", Path(path).name)),
-                source_sha256=model.meta.get("source_sha256"), npz_sha256=sha256_file(out),
-                topology_hash=model.topology, n_vertices=model.n_vertices, n_shape=model.n_shape,
-                n_expr=model.n_expr, has_eyelids="eyelid_dirs" in model)
-            reg.add(entry, make_default=make_default)
-            outcomes.append(AddOutcome(entry))
-        if written or make_default:
-            reg.save()
+        with Registry.locked() as reg:   # concurrent adds/removes wait: none of their entries is lost
+            for model in models:
+                sha = model.meta.get("source_sha256")
+                same = [e for e in reg.find_sources(sha)
+                        if (e.n_shape, e.n_expr) == (model.n_shape, model.n_expr)]
+                if same and (name is None or name == same[0].name):
+                    if make_default:
+                        reg.set_default(same[0].name)
+                    outcomes.append(AddOutcome(same[0], already=True))
+                    continue
+                other = reg.find_source(sha)
+                if other is not None and name is None:
+                    raise ModelError(f"{Path(path).name} is already registered as '{other.name}' with "
+                                     f"{other.n_shape} shape / {other.n_expr} expression components, not the "
+                                     f"{model.n_shape} / {model.n_expr} asked for; add it under another name "
+                                     f"(--name NAME) or 'flamecap models remove {other.name}' first")
+                model_name = name or reg.unique_name(_base_name(model))
+                if reg.get(model_name) is not None:
+                    raise ModelError(f"a model named '{model_name}' is already registered; pass another --name "
+                                     f"or 'flamecap models remove {model_name}' first")
+                out = paths.models_dir() / f"{model_name}.npz"
+                model.meta["name"] = model_name
+                try:
+                    check_output_path(out, what="model file", inputs=[path])
+                    save_model_npz(out, model)
+                except OutputPathError:
+                    raise
+                except ContractError as exc:
+                    raise ModelError(str(exc)) from None
+                written.append(out)
+                entry = RegistryEntry(
+                    name=model_name, release=model.release, file=out.name,
+                    source_name=str(model.meta.get("source_name", Path(path).name)),
+                    source_sha256=sha, npz_sha256=sha256_file(out),
+                    topology_hash=model.topology, n_vertices=model.n_vertices, n_shape=model.n_shape,
+                    n_expr=model.n_expr, has_eyelids="eyelid_dirs" in model)
+                reg.add(entry, make_default=make_default)
+                outcomes.append(AddOutcome(entry))
+            if written or make_default:
+                reg.save()
     except BaseException:
         for p in written:
             try:

@@ -11,6 +11,7 @@ It is rewritten atomically (temp file + ``os.replace``); converted models live b
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,14 +19,21 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .. import paths
+
+try:
+    import fcntl
+except ImportError:  # Windows: byte-range locking instead
+    fcntl = None
+    import msvcrt
 from ..contract.npzio import atomic_output
 from ..errors import ModelError
 
 REGISTRY_VERSION = 1
 REGISTRY_FILE = "registry.json"
+LOCK_SUFFIX = ".lock"      # <models>.lock beside the models folder (the folder itself may be removed)
 
 FLAME_WEBSITE = "https://flame.is.tue.mpg.de"
 
@@ -111,8 +119,17 @@ class RegistryEntry:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def path(self) -> Path:
-        return paths.models_dir() / self.file
+    def path(self, root: Path | None = None) -> Path:
+        """The model file, always inside the models folder: a registry entry naming anything else
+        (``../x``, an absolute path, a sub-folder) is refused, so neither loading nor ``models remove``
+        can reach outside it."""
+        root = Path(root) if root is not None else paths.models_dir()
+        f = str(self.file)
+        if not f or f != Path(f).name or f in (".", "..") or "\\" in f or not f.endswith(".npz"):
+            raise ModelError(f"registry entry '{self.name}' names the file '{f}', which is not a .npz inside the "
+                             f"models folder {root}; remove the entry ('flamecap models remove {self.name}') and "
+                             f"add the model again")
+        return root / f
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -154,6 +171,29 @@ class Registry:
                              f"models again with 'flamecap models add'") from None
         return cls(entries, root)
 
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls, root: str | os.PathLike | None = None) -> Iterator["Registry"]:
+        """Read-modify-write under an exclusive ``fcntl`` lock on ``<models>/.registry.lock``: yields the
+        registry as it is now; concurrent ``models add`` / ``remove`` wait for each other, so no update is
+        lost. Call :meth:`save` inside the block. The lock file sits beside the folder (``models.lock``)."""
+        root = Path(root) if root is not None else paths.models_dir()
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with open(root.with_name(root.name + LOCK_SUFFIX), "a+b") as fh:
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            else:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield cls.load(root)
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                else:
+                    fh.seek(0)
+                    msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+
     def save(self) -> Path:
         payload = {"version": REGISTRY_VERSION, "models": [asdict(e) for e in self.entries]}
         with atomic_output(self.path) as tmp:
@@ -170,12 +210,11 @@ class Registry:
         return None
 
     def find_source(self, sha256: str | None) -> RegistryEntry | None:
-        if not sha256:
-            return None
-        for e in self.entries:
-            if e.source_sha256 == sha256:
-                return e
-        return None
+        return next(iter(self.find_sources(sha256)), None)
+
+    def find_sources(self, sha256: str | None) -> list[RegistryEntry]:
+        """Every entry converted from the file with this sha256 (one per --n-shape/--n-expr choice)."""
+        return [e for e in self.entries if sha256 and e.source_sha256 == sha256]
 
     def default(self) -> RegistryEntry | None:
         for e in self.entries:
@@ -225,6 +264,13 @@ def registered_models_summary() -> list[dict]:
         reg = Registry.load()
     except ModelError as exc:
         return [{"error": str(exc)}]
-    return [{"name": e.name, "release": e.release, "n_shape": e.n_shape, "n_expr": e.n_expr,
-             "n_vertices": e.n_vertices, "has_eyelids": e.has_eyelids, "default": e.default,
-             "file": str(e.path()), "present": e.path().is_file()} for e in reg.entries]
+    rows = []
+    for e in reg.entries:
+        row = {"name": e.name, "release": e.release, "n_shape": e.n_shape, "n_expr": e.n_expr,
+               "n_vertices": e.n_vertices, "has_eyelids": e.has_eyelids, "default": e.default}
+        try:
+            row.update(file=str(e.path()), present=e.path().is_file())
+        except ModelError as exc:
+            row.update(file=str(e.file), present=False, error=str(exc))
+        rows.append(row)
+    return rows

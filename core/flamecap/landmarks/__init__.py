@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..contract.events import ProgressCallback
 from ..errors import InputError
 from .base import Aligner, LandmarkTrack
@@ -54,9 +56,32 @@ def track_footage(footage: "Footage", aligner: Aligner | str = DEFAULT_ALIGNER,
         track = aligner.track(frames, footage.size, footage.fps, progress=progress, n_frames=footage.n_frames)
     finally:
         frames.close()
+    track = with_damaged_rows(track, footage.damaged)
     track.meta.setdefault("aligner", aligner.name)
     track.meta["footage"] = footage.source
+    track.meta["footage_fingerprint"] = footage.fingerprint()
     return track
+
+
+def with_damaged_rows(track: LandmarkTrack, damaged: list[tuple[int, float]]) -> LandmarkTrack:
+    """``track`` with an invalid row (NaN points, not valid) for each damaged frame ``(frame_index, time_s)``
+    the footage could not decode, in frame order: no frame is dropped and every row keeps its true number."""
+    if not damaged:
+        return track
+    d_idx = np.array([i for i, _ in damaged], dtype=np.int64)
+    d_t = np.array([t for _, t in damaged], dtype=np.float64)
+    n, K = len(damaged), track.n_points
+    idx = np.concatenate([np.asarray(track.frame_index, np.int64), d_idx])
+    order = np.argsort(idx, kind="stable")
+
+    def cat(a, fill, shape):
+        a = np.asarray(a)
+        return np.concatenate([a, np.full((n, *shape), fill, dtype=a.dtype)])[order]
+    return LandmarkTrack(points=cat(track.points, np.nan, (K, 2)), sigma=cat(track.sigma, np.nan, (K,)),
+                         valid=cat(track.valid, False, ()), visible=cat(track.visible, False, (K,)),
+                         frame_index=idx[order], time_s=np.concatenate([np.asarray(track.time_s), d_t])[order],
+                         image_size=track.image_size, fps=track.fps, scheme=track.scheme,
+                         meta=dict(track.meta, damaged_rows=n))
 
 
 __all__ = ["Aligner", "LandmarkTrack", "ALIGNERS", "DEFAULT_ALIGNER", "get_aligner",
