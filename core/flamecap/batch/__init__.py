@@ -85,7 +85,10 @@ def run_batch(shots: list[Shot], outdir: str | os.PathLike, *, workers: int | No
               threads: int | None = None, retries: int = 2, ray: str | None = None, resume: bool = True,
               on_event: EventCallback | None = None) -> BatchReport:
     """Track ``shots`` into ``outdir`` and write the report there (also when interrupted). ``ray``: a Ray
-    address (``auto``, ``local``, ``ray://...``) to run them as Ray tasks instead of local workers."""
+    address (``auto``, ``local``, ``ray://...``) to run them as Ray tasks instead of local workers.
+
+    Local workers are spawned (fresh interpreters, as on every platform): a script calling this must guard
+    its entry point with ``if __name__ == "__main__":``, as for any ``multiprocessing`` user."""
     t0 = time.perf_counter()
     report_file = check_output_path(report_path(outdir), what="batch report")
     if retries < 0:

@@ -30,9 +30,7 @@ def setup_worker(threads: int) -> None:
     import torch
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    import flamecap.fit.tracker  # noqa: F401
-    import flamecap.landmarks.mediapipe_aligner  # noqa: F401
-    import mediapipe  # noqa: F401
+    import flamecap.fit.tracker  # noqa: F401  (torch and the fitter: MediaPipe loads with the first shot using it)
     _READY["threads"] = threads
 
 
