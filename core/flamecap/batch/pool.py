@@ -72,7 +72,10 @@ def run_local(shots: list[Shot], workers: int, threads: int, retries: int,
             for w in pool:
                 if w.shot is None and queue and w.proc.is_alive():
                     w.shot, w.attempt = queue.popleft()
-                    w.conn.send(w.shot)
+                    try:
+                        w.conn.send(w.shot)
+                    except OSError:     # it died just now: its sentinel fires and the shot is retried
+                        pass
             ready = wait([w.conn for w in pool] + [w.proc.sentinel for w in pool], timeout=1.0)
             for w in list(pool):
                 died = False
@@ -104,13 +107,15 @@ def run_local(shots: list[Shot], workers: int, threads: int, retries: int,
                     if queue and len(pool) < workers:
                         start()
     finally:
+        # idle workers stop when told; busy ones (the batch was interrupted) are terminated: the atomic writer
+        # leaves at most temp files, which the caller removes
         for w in pool:
             try:
-                w.conn.send(None)
+                w.conn.send(None) if w.shot is None else w.proc.terminate()
             except (OSError, ValueError):
                 pass
         for w in pool:
             w.proc.join(timeout=5)
             if w.proc.is_alive():
-                w.proc.terminate()
+                w.proc.kill()
                 w.proc.join(timeout=5)
