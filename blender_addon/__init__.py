@@ -15,7 +15,7 @@ from . import operators, prefs, ui
 log = logging.getLogger(__name__)
 
 # sections written by other modules: each exposes ``classes`` and ``draw_panel(layout, context)``
-OPTIONAL_MODULES = ("retarget", "export_fbx")
+OPTIONAL_MODULES = ("retarget", "export_fbx", "batch")
 _registered: list = []
 
 
@@ -54,6 +54,9 @@ def unregister():
     run = operators._ACTIVE.get("run")
     if run is not None and not run.state.finished:
         run.cancel()
+    for mod in optional_modules():
+        if hasattr(mod, "unregister_extra"):
+            mod.unregister_extra()
     prefs.unregister_props()
     while _registered:
         bpy.utils.unregister_class(_registered.pop())

@@ -12,7 +12,7 @@ from .contract.errors import ContractError
 from .errors import FlameCapError
 
 # Command modules, in help order. A module that is missing (not yet built) is skipped.
-COMMAND_MODULES = ("info", "models", "landmarks", "track", "identity", "dense", "retarget", "export",
+COMMAND_MODULES = ("info", "models", "landmarks", "track", "batch", "identity", "dense", "retarget", "export",
                    "synth", "bench", "demo")
 
 
@@ -89,26 +89,29 @@ def main(argv: list[str] | None = None) -> int:
         from .paths import check_run_paths
         check_run_paths(args)   # the one output rule, for every command, before any work
         return int(args.handler(args) or 0)
-    except (FlameCapError, ContractError) as exc:
-        _report_error(str(exc), exc.exit_code, jsonl)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        _report_error("cancelled", 130, jsonl)
-        return 130
-    except MemoryError:
-        _report_error("out of memory; use a shorter frame range or --quality fast", 9, jsonl)
-        return 9
-    except OSError as exc:  # a file problem no command turned into a FlameCapError: still one line
-        logging.getLogger("flamecap").debug("file error", exc_info=True)
+    except (KeyboardInterrupt, Exception) as exc:
+        message, code = describe_error(exc)
+        _report_error(message, code, jsonl)
+        return code
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """The one line and exit code the user sees for ``exc`` (a command's error, or a batch shot's)."""
+    if isinstance(exc, (FlameCapError, ContractError)):
+        return str(exc), exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "cancelled", 130
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a shorter frame range or --quality fast", 9
+    if isinstance(exc, OSError):  # a file problem no command turned into a FlameCapError: still one line
+        logging.getLogger("flamecap").debug("file error", exc_info=exc)
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        _report_error(f"{exc.strerror or exc}{where}; check the path exists, is the right kind (file or "
-                      f"folder) and that you may read/write it", 2, jsonl)
-        return 2
-    except Exception as exc:  # a bug: one line for the user (and the add-on), the traceback with -v
-        logging.getLogger("flamecap").debug("internal error", exc_info=True)
-        _report_error(f"internal error ({type(exc).__name__}: {exc}); re-run with -v for the traceback "
-                      f"and please report it", 1, jsonl)
-        return 1
+        return (f"{exc.strerror or exc}{where}; check the path exists, is the right kind (file or folder) and "
+                f"that you may read/write it"), 2
+    # a bug: one line for the user (and the add-on), the traceback with -v
+    logging.getLogger("flamecap").debug("internal error", exc_info=exc)
+    return (f"internal error ({type(exc).__name__}: {exc}); re-run with -v for the traceback and please "
+            f"report it"), 1
 
 
 def _report_error(message: str, code: int, jsonl: bool) -> None:

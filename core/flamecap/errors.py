@@ -65,6 +65,12 @@ class DownloadError(FlameCapError):
     exit_code = 8
 
 
+class BatchError(FlameCapError):
+    """Some shots of a batch failed (the others are done; the report says which and why)."""
+
+    exit_code = 10
+
+
 class CancelledError(FlameCapError):
     """The user cancelled the run."""
 

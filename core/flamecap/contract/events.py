@@ -8,6 +8,8 @@ One JSON object per line, each with ``"event"`` and ``"protocol"``:
 - ``{"event": "log", "level": "warning", "message": "..."}``
 - ``{"event": "error", "message": "one line, actionable", "code": 3}``
 - ``{"event": "done", "result": "/abs/path/result.npz"}``
+- ``{"event": "shot", "shot": "name", "status": "queued|running|done|skipped|failed|cancelled", "result": "...",
+  "error": "one line"}`` (``flamecap batch``: one per shot status change; see :data:`SHOT_STATUSES`)
 
 Lines that are not JSON objects with a known event are ignored by readers (library warnings on stdout).
 Cancel = terminate the process; the core writes outputs atomically, so nothing partial remains.
@@ -19,8 +21,10 @@ import time
 from typing import IO, Any, Callable, Iterator
 
 PROTOCOL_VERSION = 1
-EVENTS = ("start", "progress", "log", "error", "done")
-STAGES = ("load", "landmarks", "embedding", "identity", "fit", "refine", "smooth", "write", "render", "export")
+EVENTS = ("start", "progress", "log", "error", "done", "shot")
+STAGES = ("load", "landmarks", "embedding", "identity", "fit", "refine", "smooth", "write", "render", "export",
+          "batch")
+SHOT_STATUSES = ("queued", "running", "done", "skipped", "failed", "cancelled")
 
 ProgressCallback = Callable[[str, float, str], None]  # (stage, fraction in [0,1], message)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from glob import escape as glob_escape
 import os
 import re
 import stat
@@ -150,6 +151,20 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             raise OutputPathError(f"could not write {path} ({exc.strerror or exc}); check free disk space and "
                                   f"that the location is writable; nothing was written") from None
         raise
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_output` left beside ``path`` when its process was killed
+    (SIGKILL, power loss: no ``finally`` ran). Only call it when no other process is writing ``path``.
+    Returns the files removed."""
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
