@@ -122,7 +122,7 @@ def main() -> int:
     from flamecap.batch import available_cores, collect_shots
     from flamecap.commands.track import TrackOptions
     from flamecap.contract.model_format import save_model_npz
-    from flamecap.embedding import mediapipe_binding
+    from flamecap.binding.mediapipe import mediapipe_binding
     from flamecap.flame.synthetic import flame_reference_head
 
     clips = sorted((DATA / "footage" / "grid").glob("*.mpg"))

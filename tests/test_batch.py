@@ -112,7 +112,7 @@ def synth(tmp_path_factory):
     from flamecap.contract.model_format import save_model_npz
     from flamecap.fit.synthetic import make_clip
     from flamecap.flame.synthetic import make_synthetic_model
-    from flamecap.landmarks.file_aligner import vertex_binding
+    from flamecap.binding.vertices import vertex_binding
     d = tmp_path_factory.mktemp("batch_synth")
     model = make_synthetic_model(n_shape=10, n_expr=8, subdivisions=3)
     mpath = save_model_npz(d / "head.npz", model)
@@ -248,7 +248,7 @@ def grid_setup(tmp_path_factory, grid_dir, flame_reference_dir):
     """The FLAME reference head and its MediaPipe binding, calibrated once in a FlameCap home shared by the
     module's tests (workers read the cached binding)."""
     from flamecap.contract.model_format import save_model_npz
-    from flamecap.embedding import mediapipe_binding
+    from flamecap.binding.mediapipe import mediapipe_binding
     from flamecap.flame.synthetic import flame_reference_head
     home = tmp_path_factory.mktemp("batch_home")
     old = os.environ.get("FLAMECAP_HOME")
