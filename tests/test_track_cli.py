@@ -47,7 +47,7 @@ def test_fit_cli_jsonl_and_smooth(model_and_landmarks, capsys):
     assert any(e.get("stage") == "refine" for e in events)
     r = load_result(out)
     assert r.n_frames == 6 and r["valid"].all() and np.nanmean(r["fit_error_px"]) < 2.0
-    assert r.meta["quality"] == "fast" and r.meta["aligner"]
+    assert r.meta["quality"] == "fast" and r.meta["aligner"] and r.meta["focal_source"] == "estimated"
     sm = d / "sm.npz"
     assert main(["smooth", str(out), "-o", str(sm), "--strength", "2", "--progress", "none"]) == 0
     s = load_result(sm)
@@ -108,3 +108,24 @@ def test_track_weight_paths_fail_one_line(model_and_landmarks, tiny_footage, tmp
     err = [e for e in events if e["event"] == "error"]
     assert len(err) == 1 and "\n" not in err[0]["message"] and "weights" in err[0]["message"].lower()
     assert not any(e.get("stage") == "landmarks" for e in events if e["event"] == "progress")
+
+
+def test_lens_sources_and_their_order():
+    """--focal, then a lens in mm over the sensor width, then the footage's 35 mm equivalent (over the
+    diagonal, as EXIF and phone metadata define it), else the fitter estimates it."""
+    import math
+
+    from flamecap.commands.track import TrackOptions, lens_focal
+    from flamecap.errors import InputError
+    assert lens_focal(TrackOptions(focal=1200.0), (1920, 1080), 26.0) == (1200.0, "given")
+    f, src = lens_focal(TrackOptions(lens_mm=50.0, sensor_mm=36.0), (1920, 1080), 26.0)
+    assert src == "lens" and f == pytest.approx(50 / 36 * 1920)
+    f, src = lens_focal(TrackOptions(), (1920, 1080), 26.0)
+    assert src == "metadata" and f == pytest.approx(26.0 * math.hypot(1920, 1080) / 43.27)
+    assert lens_focal(TrackOptions(), (1920, 1080), None) == (None, "estimated")
+    with pytest.raises(InputError, match="go together"):
+        TrackOptions(lens_mm=50.0)
+    with pytest.raises(InputError, match="not both"):
+        TrackOptions(lens_mm=50.0, sensor_mm=36.0, focal=1000.0)
+    with pytest.raises(InputError, match="positive"):
+        TrackOptions(lens_mm=-5.0, sensor_mm=36.0)

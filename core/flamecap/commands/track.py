@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -24,7 +25,11 @@ def _add_fit_arguments(p: argparse.ArgumentParser, output: bool = True) -> None:
                    help="identity prior: none, or MICA from the footage (needs its weights)")
     p.add_argument("--identity-weights", default=None, help="MICA weights (mica.tar); default: installed")
     p.add_argument("--identity-weight", type=float, default=2.0, help="strength of the identity prior")
-    p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default: estimated)")
+    p.add_argument("--focal", type=float, default=None,
+                   help="focal length in pixels (default: from --lens-mm/--sensor-mm, else the video's 35 mm "
+                        "equivalent, else estimated)")
+    p.add_argument("--lens-mm", type=float, default=None, help="lens focal length in mm (with --sensor-mm)")
+    p.add_argument("--sensor-mm", type=float, default=None, help="sensor width in mm (with --lens-mm)")
     p.add_argument("--no-temporal", action="store_true", help="unordered images: no temporal smoothing term")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the networks run (--aligner dense, --identity mica); the fitter uses the CPU")
@@ -54,6 +59,8 @@ class TrackOptions:
     identity_weights: str | None = None
     identity_weight: float = 2.0
     focal: float | None = None
+    lens_mm: float | None = None
+    sensor_mm: float | None = None
     no_temporal: bool = False
     device: str = "auto"
 
@@ -71,6 +78,15 @@ class TrackOptions:
         if self.start < 0 or self.stride < 1 or (self.end is not None and self.end <= self.start):
             raise InputError(f"bad frame range start={self.start} end={self.end} stride={self.stride}; need "
                              f"0 <= start < end and stride >= 1")
+        if (self.lens_mm is None) != (self.sensor_mm is None):
+            raise InputError("--lens-mm and --sensor-mm go together (the sensor's width in mm: full frame 36, "
+                             "APS-C about 23.5, a phone's main camera about 7)")
+        if self.lens_mm is not None:
+            if self.focal is not None:
+                raise InputError("give the lens either as --focal PX or as --lens-mm/--sensor-mm, not both")
+            if not (self.lens_mm > 0 and self.sensor_mm > 0):
+                raise InputError(f"--lens-mm and --sensor-mm must be positive, got {self.lens_mm} and "
+                                 f"{self.sensor_mm}")
         _config(self)   # the fitter's checks (--focal, ...)
 
     @classmethod
@@ -254,20 +270,36 @@ def _check_before_work(output, opts) -> None:
     _config(opts)   # validates --focal, --quality ... (raises InputError)
 
 
+def lens_focal(opts, image_size: tuple[int, int], focal_35mm: float | None = None) -> tuple[float | None, str]:
+    """(focal px or None, how it was obtained): ``--focal`` ("given"), ``--lens-mm``/``--sensor-mm`` over the
+    image width ("lens"), the footage's 35 mm-equivalent focal length over the image diagonal (35 mm film's
+    diagonal is 43.27 mm; "metadata"), else None: the fitter estimates it ("estimated")."""
+    w, h = image_size
+    if opts.focal is not None:
+        return float(opts.focal), "given"
+    if opts.lens_mm is not None:
+        return float(opts.lens_mm) / float(opts.sensor_mm) * w, "lens"
+    if focal_35mm:
+        return float(focal_35mm) * math.hypot(w, h) / 43.27, "metadata"
+    return None, "estimated"
+
+
 def _fit_and_write(opts, output, track, model, binding, prog: _Progress, source: dict, aligner_name: str,
-                   shape_prior=None, t0: float | None = None, t_first: float | None = None) -> TrackRun:
+                   shape_prior=None, t0: float | None = None, t_first: float | None = None,
+                   focal_35mm: float | None = None) -> TrackRun:
     from ..contract.result import save_result
     from ..fit import build_result, fit_track
     if not track.valid.any():
         raise NoFaceError(f"no face found in any of the {track.n_frames} frames; check the footage shows a "
                           f"face (frontal, not too small) or the --start/--end range")
     from ..flame.eyelids import with_eyelids
-    cfg = _config(opts)
+    focal_px, focal_source = lens_focal(opts, track.image_size, focal_35mm)
+    cfg = replace(_config(opts), focal_px=focal_px)
     model = with_eyelids(model, binding if track.scheme == "mediapipe478" else None)
     fit = fit_track(track, binding, model, cfg, shape_prior=shape_prior, progress=prog)
     prog("write", 0.0, "writing result")
     result = build_result(fit, track, model, source=source, aligner=aligner_name, quality=opts.quality,
-                          identity=opts.identity, focal_estimated=opts.focal is None)
+                          identity=opts.identity, focal_estimated=focal_px is None, focal_source=focal_source)
     out = save_result(output, result)
     prog("write", 1.0, "done")
     n_valid = int(fit.valid.sum())
@@ -352,7 +384,7 @@ def run_track(footage_path, output, opts: TrackOptions, prog: _Progress, landmar
     recorded = track.meta.get("footage") if isinstance(track.meta.get("footage"), dict) else footage.source
     source = dict(recorded, path=str(Path(footage_path).resolve()), n_frames=track.n_frames)
     return _fit_and_write(opts, output, track, model, binding, prog, source, aligner.name, shape_prior, t0,
-                          t_first=footage.first_frame_at)
+                          t_first=footage.first_frame_at, focal_35mm=footage.focal_35mm)
 
 
 def check_cache_matches(track, footage, cache: Path) -> None:
