@@ -287,3 +287,25 @@ def test_download_needs_credentials_and_http_url(capsys, monkeypatch):
     rc, out, err = run_cli(capsys, "models", "download", "flame2020", "--username", "u", "--password-stdin",
                            "--url-base", "file:///etc/passwd", stdin="x\n", monkeypatch=monkeypatch)
     assert rc == 2 and "http(s)" in err
+
+
+def test_add_keeps_the_downloads_landmark_embeddings(capsys, pkl, tmp_path):
+    """A MediaPipe embedding .npz and the 68-point .pkl given with --embedding are stored in the model;
+    an embedding for another topology is refused in one line and nothing is registered."""
+    import pickle
+
+    from flamecap.flame.io import load_model
+    mp = tmp_path / "mediapipe_landmark_embedding.npz"
+    np.savez(mp, lmk_face_idx=np.array([0, 5, 7]), lmk_b_coords=np.full((3, 3), 1 / 3),
+             landmark_indices=np.array([1, 13, 14]))
+    l68 = tmp_path / "flame_static_embedding.pkl"
+    with open(l68, "wb") as fh:
+        pickle.dump({"lmk_face_idx": np.arange(68) % 80, "lmk_b_coords": np.full((68, 3), 1 / 3)}, fh)
+    bad = tmp_path / "other.npz"
+    np.savez(bad, lmk_face_idx=np.array([10 ** 6]), lmk_b_coords=np.full((1, 3), 1 / 3), landmark_indices=np.array([1]))
+    rc, out, err = run_cli(capsys, "models", "add", str(pkl), "--embedding", str(bad))
+    assert rc != 0 and "another head topology" in err and err.count("\n") == 1 and _models_dir_is_clean()
+    rc, out, err = run_cli(capsys, "models", "add", str(pkl), "--embedding", str(mp), "--embedding", str(l68))
+    assert rc == 0, err
+    m = load_model("generic_model")
+    assert m["mp_landmark_indices"].tolist() == [1, 13, 14] and m["lmk68_face_idx"].shape == (68,)

@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--default", action="store_true", help="make it the default model")
     a.add_argument("--n-shape", type=int, help="keep only this many identity components (≤ 300)")
     a.add_argument("--n-expr", type=int, help="keep only this many expression components (≤ 100)")
+    a.add_argument("--embedding", action="append", default=[], metavar="FILE",
+                   help="a landmark embedding of the download to keep with the model (repeatable): "
+                        "mediapipe_landmark_embedding.npz (makes the MediaPipe binding official where it can) "
+                        "or the 68-point flame_static_embedding.pkl")
     a.set_defaults(handler=cmd_add)
 
     ls = msub.add_parser("list", help="registered models")
@@ -89,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_add(args) -> int:
     from ..flame.io import add_model_file
     outcomes = add_model_file(args.file, name=args.name, make_default=args.default, n_shape=args.n_shape,
-                              n_expr=args.n_expr)
+                              n_expr=args.n_expr, embeddings=args.embedding)
     for o in outcomes:
         e = o.entry
         if o.already:

@@ -157,15 +157,20 @@ def _base_name(model: FlameModelData) -> str:
 
 
 def add_model_file(path: str | os.PathLike, name: str | None = None, make_default: bool = False,
-                   n_shape: int | None = None, n_expr: int | None = None) -> list[AddOutcome]:
+                   n_shape: int | None = None, n_expr: int | None = None,
+                   embeddings: list[str | os.PathLike] = ()) -> list[AddOutcome]:
     """Verify, convert and register the model(s) in ``path`` (``.pkl``, ``.npz`` or release ``.zip``).
 
     Everything is converted and validated in memory first; then each ``<models>/<name>.npz`` is written
     atomically and the registry rewritten atomically. On any failure nothing new is left in the models
-    folder. A file whose sha256 is already registered is reported, not added twice."""
+    folder. A file whose sha256 is already registered is reported, not added twice. ``embeddings``: landmark
+    embedding files of the download (:mod:`flamecap.flame.embeddings`) stored with the model."""
     if name is not None:
         check_name(name)
     models = read_model_file(path, n_shape=n_shape, n_expr=n_expr)
+    if embeddings:
+        from .embeddings import attach_embeddings
+        models = [attach_embeddings(m, list(embeddings)) for m in models]
     if name is not None and len(models) > 1:
         raise ModelError(f"{Path(path).name} holds {len(models)} models; add them without --name "
                          f"(they are named by release) or add one .pkl at a time")
@@ -195,7 +200,7 @@ def add_model_file(path: str | os.PathLike, name: str | None = None, make_defaul
                 out = paths.models_dir() / f"{model_name}.npz"
                 model.meta["name"] = model_name
                 try:
-                    check_output_path(out, what="model file", inputs=[path])
+                    check_output_path(out, what="model file", inputs=[path, *embeddings])
                     save_model_npz(out, model)
                 except OutputPathError:
                     raise
