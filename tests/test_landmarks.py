@@ -46,7 +46,7 @@ def test_cli_bad_footage_one_line(tmp_path, capsys):
     fake.write_text("not a video")
     assert main(["landmarks", str(fake), "-o", str(tmp_path / "x.npz"), "--progress", "none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a video OpenCV can decode" in err[0]
+    assert len(err) == 1 and "not a video FFmpeg can decode" in err[0]
 
 
 def test_grid_clips_478_points_every_frame(grid_dir):

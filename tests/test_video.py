@@ -44,16 +44,18 @@ def test_image_folder_pattern_and_single(tmp_path):
         cv2.imwrite(str(d / f"f{i:04d}.png"), np.full((8, 6, 3), i, np.uint8))
     (d / "notes.txt").write_text("x")
     foot = open_footage(d)
-    assert foot.kind == "images" and foot.size == (6, 8) and foot.n_frames == 3
-    assert [int(f[2][0, 0, 0]) for f in foot] == [1, 2, 10]
+    # true numbers from the names (relative to the first): 0, 1, 9; the 7 missing numbers are expected frames
+    assert foot.kind == "images" and foot.size == (6, 8) and foot.n_frames == 10
+    assert [(f[0], int(f[2][0, 0, 0])) for f in foot] == [(0, 1), (1, 2), (9, 10)]
+    assert [i for i, _ in foot.damaged] == list(range(2, 9))
     pat = open_footage(d / "f%04d.png", start=2)
-    assert [f[0] for f in pat] == [2, 10] and pat.n_frames == 2
+    assert [f[0] for f in pat] == [2, 10] and pat.n_frames == 9          # 3..9 missing: kept as gaps
     one = open_footage(d / "f0010.png", fps=30)
     assert one.n_frames == 1 and one.fps == 30
 
 
 @pytest.mark.parametrize("make,msg", [
-    (lambda t: (t / "fake.mp4").write_text("this is not a video") and t / "fake.mp4", "not a video OpenCV can decode"),
+    (lambda t: (t / "fake.mp4").write_text("this is not a video") and t / "fake.mp4", "not a video FFmpeg can decode"),
     (lambda t: (t / "empty.mp4").write_bytes(b"") or t / "empty.mp4", "is empty"),
     (lambda t: (t / "emptydir").mkdir() or t / "emptydir", "holds no images"),
     (lambda t: t / "missing.mp4", "not found"),
@@ -81,12 +83,12 @@ def test_truncated_video_keeps_frames_and_warns(tmp_path, caplog):
     foot = open_footage(q)
     with caplog.at_level(logging.WARNING):
         frames = list(foot)
-    assert foot.n_frames == 30 and 0 < len(frames) < 30
-    assert foot.ended_early and foot.frames_read == len(frames)
-    assert "ended early" in caplog.text
+    assert foot.frames_header == 30 and 0 < len(frames) < 30
+    assert foot.truncated and foot.source["truncated"] and foot.frames_read == len(frames)
+    assert "truncated" in caplog.text
 
 
-def test_unreadable_image_in_sequence_ends_early(tmp_path, caplog):
+def test_unreadable_image_in_sequence_is_recorded(tmp_path, caplog):
     d = tmp_path / "seq"
     d.mkdir()
     for i in range(3):
@@ -95,4 +97,4 @@ def test_unreadable_image_in_sequence_ends_early(tmp_path, caplog):
     foot = open_footage(d)
     with caplog.at_level(logging.WARNING):
         frames = list(foot)
-    assert len(frames) == 3 and foot.ended_early and "ended early" in caplog.text
+    assert len(frames) == 3 and foot.damaged == [(3, 3 / 25)] and "could not be read" in caplog.text

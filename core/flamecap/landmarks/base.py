@@ -51,8 +51,8 @@ class LandmarkTrack:
         return int(self.points.shape[1])
 
     def save(self, path: str | os.PathLike) -> Path:
-        arrays = {"points": self.points.astype(np.float32), "sigma": self.sigma.astype(np.float32),
-                  "valid": self.valid.astype(bool), "visible": self.visible.astype(bool),
+        arrays = {"points": self.points.astype(np.float32, copy=False), "sigma": self.sigma.astype(np.float32, copy=False),
+                  "valid": self.valid.astype(bool, copy=False), "visible": self.visible.astype(bool, copy=False),
                   "frame_index": self.frame_index.astype(np.int64), "time_s": self.time_s.astype(np.float64),
                   "image_size": np.asarray(self.image_size, dtype=np.int64)}
         meta = {"format": LANDMARKS_FORMAT, "version": LANDMARKS_VERSION, "fps": float(self.fps),
