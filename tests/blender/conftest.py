@@ -1,5 +1,6 @@
-"""Fixtures for the add-on tests: every Blender scenario runs in a clean ``python3`` subprocess
-(tests/blender/scenarios.py) with a throwaway Blender user folder."""
+"""Fixtures for the add-on tests: every Blender scenario runs in a clean subprocess of this Python (which has
+``bpy``; tests/blender/run_versions.py runs the suite once per Blender version) with a throwaway Blender user
+folder."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,6 +19,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 HAVE_BPY = importlib.util.find_spec("bpy") is not None
+# The Python the add-on runs as its core (``--core-python`` of run_versions.py): it needs the core's
+# dependencies (torch, MediaPipe, ...), which the per-version bpy venvs do not have.
+CORE_PYTHON = os.environ.get("FLAMECAP_TEST_CORE_PYTHON") or sys.executable
 
 
 def pytest_collection_modifyitems(config, items):

@@ -174,7 +174,7 @@ def s_repo_import(a: dict) -> dict:
             for f in res["frame_index"] + 1:
                 bpy.context.scene.frame_set(int(f))
                 got.append(list(imp.rig.pose.bones["jaw"].rotation_quaternion))
-            out["reapply"] = {"strength": imp.rig["flamecap_smoothing"],
+            out["reapply"] = {"strength": imp.rig["flamecap_smoothing"].to_dict(),
                               "max_change": float(np.nanmax(np.abs(np.array(got) - jaw_raw)))}
     return out
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import fixtures
-from conftest import REPO, run_scenario
+from conftest import CORE_PYTHON, REPO, run_scenario
 
 pytestmark = pytest.mark.blender
 
@@ -77,7 +77,7 @@ def test_real_core_tracks_grid_clip(tmp_path, addon_zip, grid_dir):
     model = tmp_path / "synthetic_model.npz"
     save_model_npz(model, synthetic.make_synthetic_model())
     clip = sorted(grid_dir.glob("*.mpg"))[0]
-    out = run_scenario("track", {"zip": str(addon_zip), "python": sys.executable, "footage": str(clip),
+    out = run_scenario("track", {"zip": str(addon_zip), "python": CORE_PYTHON, "footage": str(clip),
                                  "model": str(model), "output": str(tmp_path / "grid.npz"), "range": [1, 10]},
                        tmp_path, timeout=600)
     assert out["op"] == ["FINISHED"], out
@@ -89,7 +89,7 @@ def test_real_core_failures_leave_scene_unchanged(tmp_path, addon_zip):
     this fails on the unknown command — the add-on must handle that the same way)."""
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"this is not a video" * 100)
-    out = run_scenario("track", {"zip": str(addon_zip), "python": sys.executable, "footage": str(bad),
+    out = run_scenario("track", {"zip": str(addon_zip), "python": CORE_PYTHON, "footage": str(bad),
                                  "output": str(tmp_path / "o.npz")}, tmp_path, timeout=600)
     assert out["status"] == "failed" and out["error"] and "\n" not in out["error"]
     assert out["after"] == out["before"] and not out["output_exists"]

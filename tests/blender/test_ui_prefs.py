@@ -5,13 +5,13 @@ import sys
 
 import pytest
 
-from conftest import run_scenario
+from conftest import CORE_PYTHON, run_scenario
 
 pytestmark = pytest.mark.blender
 
 
 def test_panels_prefs_and_runtime_buttons(tmp_path, addon_zip):
-    out = run_scenario("ui_and_prefs", {"zip": str(addon_zip), "python": sys.executable}, tmp_path)
+    out = run_scenario("ui_and_prefs", {"zip": str(addon_zip), "python": CORE_PYTHON}, tmp_path)
     idle_ops = [x[1] for x in out["idle"] if x[0] == "operator"]
     assert "flamecap.track_footage" in idle_ops and "flamecap.import_result" in idle_ops
     running = out["running"]
