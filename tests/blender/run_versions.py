@@ -33,15 +33,21 @@ VERSIONS = ("4.2.23", "4.5.15", "5.0.1", "5.2.3", "5.3.0")
 TEST_DEPS = ("pytest", "scipy", "trimesh")
 
 
+def _runs(exe: str | None) -> bool:
+    return bool(exe) and subprocess.run([exe, "-c", "pass"], capture_output=True).returncode == 0
+
+
 def python_for(version: str) -> str:
-    """The interpreter bpy ``version`` is built for (3.11 up to 5.0, 3.13 from 5.1)."""
+    """The interpreter bpy ``version`` is built for (3.11 up to 5.0, 3.13 from 5.1): ``$PYTHON311`` /
+    ``$PYTHON313``, ``python3.X`` on PATH, or a pyenv install of it."""
     major, minor = (int(x) for x in version.split(".")[:2])
     want = "3.13" if (major, minor) >= (5, 1) else "3.11"
     env_name = "PYTHON" + want.replace(".", "")
-    exe = os.environ.get(env_name) or shutil.which(f"python{want}")
-    if not exe:
-        raise SystemExit(f"error: bpy {version} needs Python {want}; install python{want} or set ${env_name}")
-    return exe
+    pyenv = sorted(Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob(f"versions/{want}*/bin/python{want}"))
+    for exe in (os.environ.get(env_name), shutil.which(f"python{want}"), *map(str, pyenv[::-1])):
+        if _runs(exe):
+            return exe
+    raise SystemExit(f"error: bpy {version} needs Python {want}; install python{want} or set ${env_name}")
 
 
 def ensure_venv(version: str, root: Path) -> Path:
@@ -52,7 +58,8 @@ def ensure_venv(version: str, root: Path) -> Path:
     if stamp.is_file() and stamp.read_text().strip() == version and py.exists():
         return py
     t0 = time.monotonic()
-    subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
+    if not py.exists():
+        subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
     subprocess.run([str(py), "-m", "pip", "install", "-q", f"bpy=={version}", *TEST_DEPS], check=True)
     got = subprocess.run([str(py), "-c", "import bpy; print(bpy.app.version_string)"], capture_output=True,
                          text=True, check=True).stdout.split()[0]

@@ -187,7 +187,7 @@ def s_track(a: dict) -> dict:
     s = bpy.context.scene.flamecap
     s.footage_source = "FILE"
     s.footage_path = a["footage"]
-    s.model_path = a.get("model", "")
+    prefs.model_path = a.get("model", "")
     s.output_path = a["output"]
     if a.get("range"):
         s.use_range = True
@@ -205,6 +205,86 @@ def s_track(a: dict) -> dict:
     rig = next((o for o in bpy.data.objects if o.get("flamecap_result")), None)
     if rig is not None:
         out["import"] = describe_import(rig, rig["flamecap_result"])
+        out["view"] = camera_view_state(rig)
+    return out
+
+
+def camera_view_state(rig) -> dict:
+    """What the artist sees through the scene camera: which camera, the default Cube, the fit-error curve."""
+    from importlib import import_module
+    compat = import_module(_addon_pkg() + ".anim_compat")
+    cube = bpy.data.objects.get("Cube")
+    ad = rig.animation_data
+    fc = compat.find_fcurve(ad.action, ad.action_slot if compat.SLOTTED else None, '["flamecap_fit_error_px"]')
+    return {"scene_camera": bpy.context.scene.camera.name if bpy.context.scene.camera else None,
+            "rig_camera": rig["flamecap_camera"].name,
+            "cube": None if cube is None else {"hidden": not cube.visible_get(), "hide_render": cube.hide_render},
+            "collection": [c.name for c in rig.users_collection],
+            "fit_error_keys": 0 if fc is None else len(fc.keyframe_points),
+            "worst_frames": list(rig.get("flamecap_worst_frames", [])),
+            "view_warning": bpy.context.scene.flamecap.view_warning}
+
+
+def render_alpha(path: str, width: int = 96) -> np.ndarray:
+    """Render the scene camera with Cycles (CPU, few samples, transparent film) and return the alpha (H, W):
+    1 where geometry covers the footage, 0 where the camera's background (the footage) shows."""
+    sc = bpy.context.scene
+    sc.render.engine = "CYCLES"
+    sc.cycles.device = "CPU"
+    sc.cycles.samples = 2
+    sc.render.film_transparent = True
+    sc.render.resolution_percentage = max(1, int(100 * width / sc.render.resolution_x))
+    sc.render.image_settings.file_format = "PNG"
+    sc.render.image_settings.color_mode = "RGBA"
+    sc.render.filepath = path
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(path)
+    px = np.empty(img.size[0] * img.size[1] * 4, np.float32)
+    img.pixels.foreach_get(px)
+    alpha = px.reshape(img.size[1], img.size[0], 4)[::-1, :, 3]
+    bpy.data.images.remove(img)
+    return alpha
+
+
+def s_demo(a: dict) -> dict:
+    """Try the demo in the factory startup file (Cube, Light, Camera), then look through the scene camera."""
+    mod = install(a["zip"])
+    prefs = bpy.context.preferences.addons[mod].preferences
+    prefs.python_path = a["python"]
+    before = scene_state()
+    r = bpy.ops.flamecap.try_demo(blocking=True, frames=int(a["frames"]))
+    s = bpy.context.scene.flamecap
+    out = {"op": sorted(r), "status": s.status, "error": s.error, "before": before, "after": scene_state()}
+    rig = next(o for o in bpy.data.objects if o.get("flamecap_result"))
+    out["view"] = camera_view_state(rig)
+    cam = rig["flamecap_camera"]
+    out["backgrounds"] = [(b.source, b.clip.filepath if b.clip else None) for b in cam.data.background_images]
+    out["show_background"] = cam.data.show_background_images
+    sc = bpy.context.scene
+    sc.frame_set(sc.frame_start)
+    # where the head is in the camera's frame (its evaluated vertices projected with Blender's camera)
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+    head = rig["flamecap_mesh"]
+    uv = np.array([tuple(world_to_camera_view(sc, cam, Vector(v.tolist())))[:2] for v in evaluated_world_vertices(head)[::25]])
+    alpha = render_alpha(os.path.join(a["out"], "view.png"))
+    H, W = alpha.shape
+    covered = alpha > 0.5
+    ys, xs = np.nonzero(covered)
+    out["render"] = {"size": [W, H], "coverage": float(covered.mean()),
+                     "bbox": [float(xs.min() / W), float(ys.min() / H), float(xs.max() / W), float(ys.max() / H)]
+                     if xs.size else None,
+                     "head_uv_bbox": [float(uv[:, 0].min()), float(1 - uv[:, 1].max()), float(uv[:, 0].max()),
+                                      float(1 - uv[:, 1].min())]}
+    cube = bpy.data.objects.get("Cube")
+    if cube is not None:  # the same view with the default Cube left visible: it fills the frame
+        cube.hide_render = False
+        out["render"]["coverage_with_cube"] = float((render_alpha(os.path.join(a["out"], "cube.png")) > 0.5).mean())
+        cube.hide_render = True
+    bpy.ops.flamecap.overlay(on=True)
+    out["overlay_on"] = [head.display_type, head.show_in_front]
+    bpy.ops.flamecap.overlay(on=False)
+    out["overlay_off"] = [head.display_type, head.show_in_front]
     return out
 
 
@@ -228,6 +308,7 @@ class MockLayout:
         mod, op = idname.split(".")
         assert hasattr(getattr(bpy.ops, mod), op), f"no operator {idname}"
         self.log.append(("operator", idname))
+        return type("OperatorProperties", (), {})()
 
     def label(self, text="", **k):
         self.log.append(("label", text))
@@ -258,7 +339,7 @@ def s_ui_and_prefs(a: dict) -> dict:
     prefs = ctx.preferences.addons[mod].preferences
     plog = []
     type(prefs).draw(type("P", (), {"layout": MockLayout(plog), **{k: getattr(prefs, k) for k in (
-        "python_path", "check_report", "check_ok", "model_path", "device")}})(), ctx)
+        "python_path", "base_python", "check_report", "check_ok", "model_path", "device")}})(), ctx)
     out["prefs_draw"] = plog
     try:
         bpy.ops.flamecap.setup_runtime()
@@ -283,7 +364,8 @@ def s_ui_and_prefs(a: dict) -> dict:
     return out
 
 
-SCENARIOS = {"ui_and_prefs": s_ui_and_prefs, "install_import": s_install_import, "repo_import": s_repo_import, "track": s_track}
+SCENARIOS = {"ui_and_prefs": s_ui_and_prefs, "install_import": s_install_import, "repo_import": s_repo_import,
+             "track": s_track, "demo": s_demo}
 
 if __name__ == "__main__":
     name, args = sys.argv[1], json.loads(sys.argv[2])

@@ -33,6 +33,33 @@ def test_fake_core_success_imports(tmp_path, addon_zip, fake_python):
     assert imp["key_frame_range"] == [5, 12]      # --start 4 --end 12 → source frames 4..11 → Blender 5..12
     assert imp["bones"] == ["root", "neck", "jaw", "eye_l", "eye_r"]
     assert max(imp["vertex_err_m"].values()) < 1e-5
+    view = out["view"]   # the factory startup file: the tracking camera looks out of the default Cube
+    assert view["scene_camera"] == view["rig_camera"] == "o_camera"
+    assert view["cube"] == {"hidden": True, "hide_render": True} and view["view_warning"] == ""
+    assert view["collection"] == ["FlameCap o"]
+    assert view["fit_error_keys"] == 8 and len(view["worst_frames"]) == 5
+
+
+def test_try_the_demo_shows_head_over_footage(tmp_path, addon_zip):
+    """Try the demo in a default new file (the core's 'flamecap demo': synthetic head, no FLAME, no network):
+    the head plays over its footage through the scene camera — a Cycles render through that camera is covered
+    only where the head is (elsewhere the footage shows), which the default Cube would hide entirely."""
+    out = run_scenario("demo", {"zip": str(addon_zip), "python": CORE_PYTHON, "frames": 12, "out": str(tmp_path)},
+                       tmp_path, timeout=900)
+    assert out["op"] == ["FINISHED"] and out["status"] == "done", out
+    view = out["view"]
+    assert view["scene_camera"] == view["rig_camera"] == "demo_camera"
+    assert view["cube"]["hidden"] and view["cube"]["hide_render"]
+    assert out["show_background"] and out["backgrounds"][0][0] == "MOVIE_CLIP"
+    assert out["backgrounds"][0][1].endswith("clip.mp4")
+    assert view["fit_error_keys"] == 12 and view["worst_frames"]
+    r = out["render"]
+    print("demo render:", r)
+    assert 0.02 < r["coverage"] < 0.6             # the head, and the footage around it
+    assert r["coverage_with_cube"] > 0.99         # what a new file showed before: a grey box
+    hb, rb = r["head_uv_bbox"], r["bbox"]
+    assert max(abs(x - y) for x, y in zip(hb, rb)) < 0.1   # the covered pixels are the head's
+    assert out["overlay_on"] == ["WIRE", True] and out["overlay_off"] == ["TEXTURED", False]
 
 
 @pytest.mark.parametrize("case", ["cancel", "bad_footage", "missing_model", "unknown_model", "no_python"])
