@@ -408,10 +408,10 @@ class FLAMECAP_OT_apply_smoothing(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return scene.find_rig(context) is not None
+        return scene.shown_rig(context) is not None
 
     def execute(self, context):
-        rig = scene.find_rig(context)
+        rig = scene.shown_rig(context)
         strength = self.strength if self.strength >= 0 else context.scene.flamecap.smoothing()
         try:
             scene.reapply_smoothing(rig, strength)
@@ -433,10 +433,10 @@ class FLAMECAP_OT_overlay(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return scene.find_rig(context) is not None
+        return scene.shown_rig(context) is not None
 
     def execute(self, context):
-        scene.set_overlay(scene.find_rig(context), self.on)
+        scene.set_overlay(scene.shown_rig(context), self.on)
         return {"FINISHED"}
 
 

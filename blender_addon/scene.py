@@ -626,3 +626,12 @@ def find_rig(context):
     if obj.parent is not None and obj.parent.get(PROP_RESULT):
         return obj.parent
     return None
+
+
+def shown_rig(context):
+    """The rig the Tracked Head panel works on: :func:`find_rig`, else the scene's only FlameCap rig."""
+    rig = find_rig(context)
+    if rig is not None:
+        return rig
+    rigs = [o for o in context.scene.objects if o.get(PROP_RESULT)]
+    return rigs[0] if len(rigs) == 1 else None

@@ -124,7 +124,7 @@ def draw_result(layout, context) -> None:
     s = context.scene.flamecap
     layout.operator(operators.FLAMECAP_OT_import_result.bl_idname, icon="IMPORT")
     layout.prop(s, "bake_per_frame")
-    rig = scene.find_rig(context)
+    rig = scene.shown_rig(context)
     if rig is None:
         return
     box = layout.box()

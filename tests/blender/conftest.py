@@ -32,13 +32,21 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="bpy (headless Blender) is not installed"))
 
 
+# Runs a scenario script as __main__, then leaves without the interpreter's teardown: bpy 4.2 segfaults in
+# its exit handlers after some operators (exit -11 after a complete RESULT line); what a scenario checks is
+# all in that line.
+_BOOT = ("import os, runpy, sys; script = sys.argv[1]; sys.argv = sys.argv[1:]; "
+         "sys.path.insert(0, os.path.dirname(os.path.abspath(script))); "
+         "runpy.run_path(script, run_name='__main__'); sys.stdout.flush(); sys.stderr.flush(); os._exit(0)")
+
+
 def run_scenario(name: str, args: dict, tmp_path: Path, env: dict | None = None, timeout: float = 300,
                  script: Path | None = None) -> dict:
     """Run scenario ``name`` of ``script`` (default scenarios.py) in a clean Python with bpy; its RESULT line."""
     home = tmp_path / "blender_user"
     home.mkdir(exist_ok=True)
     full_env = dict(os.environ, BLENDER_USER_RESOURCES=str(home), **(env or {}))
-    proc = subprocess.run([sys.executable, str(script or HERE / "scenarios.py"), name, json.dumps(args)],
+    proc = subprocess.run([sys.executable, "-c", _BOOT, str(script or HERE / "scenarios.py"), name, json.dumps(args)],
                           capture_output=True, text=True, env=full_env, timeout=timeout, cwd=str(tmp_path))
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:

@@ -266,7 +266,7 @@ def s_demo(a: dict) -> dict:
     from bpy_extras.object_utils import world_to_camera_view
     from mathutils import Vector
     head = rig["flamecap_mesh"]
-    uv = np.array([tuple(world_to_camera_view(sc, cam, Vector(v.tolist())))[:2] for v in evaluated_world_vertices(head)[::25]])
+    uv = np.array([tuple(world_to_camera_view(sc, cam, Vector(v.tolist())))[:2] for v in evaluated_world_vertices(head)])
     alpha = render_alpha(os.path.join(a["out"], "view.png"))
     H, W = alpha.shape
     covered = alpha > 0.5
@@ -364,7 +364,27 @@ def s_ui_and_prefs(a: dict) -> dict:
     return out
 
 
-SCENARIOS = {"ui_and_prefs": s_ui_and_prefs, "install_import": s_install_import, "repo_import": s_repo_import,
+def s_setup_runtime(a: dict) -> dict:
+    """Set Up Runtime from a clean user folder, blocking, then Check (downloads from the package index)."""
+    import time
+    mod = install(a["zip"])
+    bpy.context.preferences.system.use_online_access = True
+    prefs = bpy.context.preferences.addons[mod].preferences
+    t0 = time.monotonic()
+    try:
+        r = sorted(bpy.ops.flamecap.setup_runtime())
+        err = ""
+    except RuntimeError as exc:
+        r, err = ["RAISED"], str(exc).strip().splitlines()[-1]
+    secs = time.monotonic() - t0
+    runtime = sys.modules[mod + ".prefs"].runtime_dir()
+    size = sum(f.stat().st_size for f in Path(runtime).rglob("*") if f.is_file() and not f.is_symlink())
+    return {"op": r, "error": err, "seconds": secs, "python_path": prefs.python_path, "runtime": runtime,
+            "runtime_bytes": size, "check_ok": prefs.check_ok, "check_report": prefs.check_report,
+            "online": bpy.app.online_access}
+
+
+SCENARIOS = {"setup_runtime": s_setup_runtime, "ui_and_prefs": s_ui_and_prefs, "install_import": s_install_import, "repo_import": s_repo_import,
              "track": s_track, "demo": s_demo}
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Panels draw with existing properties in every run state; preferences Check and Set up runtime."""
 from __future__ import annotations
 
-import sys
+import os
 
 import pytest
 
@@ -23,3 +23,17 @@ def test_panels_prefs_and_runtime_buttons(tmp_path, addon_zip):
     assert out["check_ok"] and out["check_report"].startswith("flamecap ")
     assert not out["check_ok_bad"] and "was not found" in out["check_report_bad"]
     assert out["menu"] and out["unregistered"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("FLAMECAP_TEST_SETUP_RUNTIME") != "1",
+                    reason="downloads the core's dependencies (~1 GB installed); set FLAMECAP_TEST_SETUP_RUNTIME=1")
+def test_set_up_runtime_from_a_clean_user_folder(tmp_path, addon_zip):
+    """Set Up Runtime end to end against the package index: a private venv from a Python the core supports
+    (found on PATH when this Blender's Python is not one), the bundled core wheel, CPU-only torch without an
+    NVIDIA GPU, then a passing Check."""
+    out = run_scenario("setup_runtime", {"zip": str(addon_zip)}, tmp_path, timeout=3600)
+    print("Set Up Runtime:", out)
+    assert out["op"] == ["FINISHED"], out
+    assert out["python_path"].startswith(out["runtime"]) and out["check_ok"], out
+    assert out["check_report"].startswith("flamecap 0.1.0 · Python 3.11") and "+cpu" in out["check_report"]
