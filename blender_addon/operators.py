@@ -199,9 +199,18 @@ class _CoreJob:
         return self._on_done(context, state)
 
     def execute(self, context):
-        # background mode and scripts: the same runner, polled until it finishes
         if not self._start(context):
             return {"CANCELLED"}
+        if self.blocking or bpy.app.background or context.window is None:
+            return self._wait(context)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.progress_begin(0, 100)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _wait(self, context):
+        """Background mode and scripts: the same runner, polled until it finishes."""
         settings = context.scene.flamecap
         t0 = time.monotonic()
         while not self._run.state.finished:
@@ -212,15 +221,7 @@ class _CoreJob:
         return self._finish(context)
 
     def invoke(self, context, event):
-        if self.blocking or bpy.app.background or context.window is None:
-            return self.execute(context)
-        if not self._start(context):
-            return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.progress_begin(0, 100)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return self.execute(context)
 
     def modal(self, context, event):
         if event.type == "ESC" or _ACTIVE["cancel"]:
@@ -330,7 +331,7 @@ class FLAMECAP_OT_download_flame(_CoreJob, bpy.types.Operator):
     def invoke(self, context, event):
         if bpy.app.background or context.window is None or self.blocking:
             return self.execute(context)
-        return context.window_manager.invoke_props_dialog(self, width=360)
+        return context.window_manager.invoke_props_dialog(self, width=360)  # OK → execute → modal
 
     def draw(self, context):
         from . import ui

@@ -286,7 +286,9 @@ def nvidia_gpu_present() -> bool:
     return bool(shutil.which("nvidia-smi")) or os.path.exists("/proc/driver/nvidia/version")
 
 
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# PyTorch's CPU-only builds (pip picks their +cpu versions over PyPI's CUDA ones); $FLAMECAP_TORCH_INDEX
+# replaces it (a mirror), and an empty value installs torch from the configured index alone
+TORCH_CPU_INDEX = os.environ.get("FLAMECAP_TORCH_INDEX", "https://download.pytorch.org/whl/cpu")
 
 
 def setup_runtime_steps(venv_dir: str, base_python: str, wheel: str, gpu: bool) -> list[tuple[str, list[str]]]:
@@ -295,7 +297,8 @@ def setup_runtime_steps(venv_dir: str, base_python: str, wheel: str, gpu: bool) 
     py = venv_python(venv_dir)
     pip = [py, "-m", "pip", "install", "--progress-bar", "off"]
     torch = (("PyTorch with CUDA (about 2.5 GB download)", pip + ["torch"]) if gpu else
-             ("PyTorch, CPU-only build (about 200 MB download)", pip + ["torch", "--extra-index-url", TORCH_CPU_INDEX]))
+             ("PyTorch, CPU-only build (about 200 MB download)",
+              pip + ["torch"] + (["--extra-index-url", TORCH_CPU_INDEX] if TORCH_CPU_INDEX else [])))
     return [("creating the runtime venv", [base_python, "-m", "venv", venv_dir]),
             ("upgrading pip (about 2 MB)", [py, "-m", "pip", "install", "--progress-bar", "off", "--upgrade", "pip"]),
             torch,

@@ -5,7 +5,7 @@ exactly the argv it would run for the real core; the argv is parsed by the real 
 
 Behaviour: footage that is not a file → error event (code 2); ``--model`` that does not exist → error event
 (code 3); env ``FAKE_CORE_STEP_S`` = seconds per progress step (default 0.01); otherwise writes a valid
-result (tests/blender/fixtures.py) atomically and emits ``done``."""
+result (tests/blender/fixtures.py, with ``--focal`` as its focal length) atomically and emits ``done``."""
 from __future__ import annotations
 
 import os
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         time.sleep(step)
     start = args.start or 0
     n = (args.end - start) if args.end is not None else 12
-    fixtures.make_result(args.output, n_frames=n, source_path=args.footage, frame_offset=start)
+    fixtures.make_result(args.output, n_frames=n, source_path=args.footage, frame_offset=start, focal_px=args.focal)
     em.emit("done", result=str(Path(args.output).resolve()))
     return 0
 

@@ -82,7 +82,7 @@ def describe_import(rig, result_path: str, check_frames=(0, -1)) -> dict:
         "bone_rest_rot": [np.round(np.array(b.matrix_local)[:3, :3], 6).tolist() for b in rig.data.bones],
         "vertex_groups": [g.name for g in mesh.vertex_groups],
         "modifiers": [m.type for m in mesh.modifiers],
-        "rig_action": rig_action.name, "key_action": key_ad.action.name,
+        "rig_action": rig_action.name, "key_action": key_ad.action.name, "slotted": compat.SLOTTED,
         "n_rig_fcurves": len(fcs), "n_key_fcurves": len(kfcs), "key_counts": key_counts,
         "key_frame_range": [min(fc.range()[0] for fc in kfcs), max(fc.range()[1] for fc in kfcs)],
         "scene_range": [bpy.context.scene.frame_start, bpy.context.scene.frame_end],
@@ -192,6 +192,9 @@ def s_track(a: dict) -> dict:
     if a.get("range"):
         s.use_range = True
         s.frame_start, s.frame_end = a["range"]
+    if a.get("lens"):
+        s.lens = "KNOWN"
+        s.focal_mm, s.sensor_mm = a["lens"]
     before = scene_state()
     error = ""
     try:

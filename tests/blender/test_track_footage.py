@@ -40,6 +40,19 @@ def test_fake_core_success_imports(tmp_path, addon_zip, fake_python):
     assert view["fit_error_keys"] == 8 and len(view["worst_frames"]) == 5
 
 
+def test_known_lens_in_mm_reaches_the_core_in_pixels(tmp_path, addon_zip, fake_python, grid_dir):
+    """Lens: Known, 35 mm on a 36 mm sensor → --focal 35/36 × 360 px (the GRID clip's width); the fake core
+    writes that focal into the result, so the imported camera has a 35 mm lens on its 36 mm sensor."""
+    clip = sorted(grid_dir.glob("*.mpg"))[0]
+    out = run_scenario("track", {"zip": str(addon_zip), "python": str(fake_python), "footage": str(clip),
+                                 "output": str(tmp_path / "lens.npz"), "lens": [35.0, 36.0]}, tmp_path)
+    assert out["op"] == ["FINISHED"], out
+    from flamecap.contract import load_result
+    assert abs(float(load_result(tmp_path / "lens.npz")["K"][0, 0]) - 35.0 / 36.0 * 360) < 1e-2
+    cam = out["import"]["camera"]
+    assert abs(cam["lens"] / cam["sensor_width"] * 36.0 - 35.0) < 1e-3
+
+
 def test_try_the_demo_shows_head_over_footage(tmp_path, addon_zip):
     """Try the demo in a default new file (the core's 'flamecap demo': synthetic head, no FLAME, no network):
     the head plays over its footage through the scene camera — a Cycles render through that camera is covered
