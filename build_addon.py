@@ -4,7 +4,7 @@
     python build_addon.py [-o dist/flamecap-<version>.zip] [--smoke] [--no-validate]
 
 - Packs ``blender_addon/`` (manifest at the zip root) with ``core/flamecap/contract`` vendored as
-  ``_vendor/flamecap_contract``, and the core itself as a wheel in ``runtime/`` (what Set Up Runtime installs
+  ``_vendor/flamecap_contract``, and the core itself as a wheel in ``core_wheel/`` (what Set Up Runtime installs
   into its private venv; built with ``pip wheel``, timestamps from ``SOURCE_DATE_EPOCH``); deterministic:
   sorted entries, fixed timestamps and permissions.
 - Refuses add-on sources that import torch / cv2 / mediapipe (static scan).
@@ -69,7 +69,7 @@ def collect_files() -> list[tuple[str, Path]]:
     return sorted(files.items())
 
 
-RUNTIME_PREFIX = "runtime/"
+RUNTIME_PREFIX = "core_wheel/"
 _WHEELS: dict[str, Path] = {}   # source digest → built wheel (one build per process)
 
 

@@ -12,7 +12,7 @@ import bpy
 from bpy.props import BoolProperty, FloatProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
-from . import prefs, runner, scene
+from . import prefs, runner, runtime, scene
 
 log = logging.getLogger(__name__)
 
@@ -490,20 +490,20 @@ class FLAMECAP_OT_setup_runtime(bpy.types.Operator):
 
     def _prepare(self, context) -> bool:
         """Find the wheel and a supported Python; build the step list. False (reported) when impossible."""
-        wheel = self.wheel or prefs.bundled_wheel()
+        wheel = self.wheel or runtime.bundled_wheel()
         if not wheel or not os.path.isfile(wheel):
-            self.report({"ERROR"}, "this add-on build has no bundled FlameCap core (runtime/flamecap-*.whl); "
+            self.report({"ERROR"}, "this add-on build has no bundled FlameCap core (core_wheel/flamecap-*.whl); "
                                    "install an add-on zip made by build_addon.py")
             return False
-        spec = prefs.wheel_requires_python(wheel)
+        spec = runtime.wheel_requires_python(wheel)
         try:
-            base = prefs.find_base_python(spec, bpy.path.abspath(prefs.get_prefs(context).base_python)
+            base = runtime.find_base_python(spec, bpy.path.abspath(prefs.get_prefs(context).base_python)
                                           if prefs.get_prefs(context).base_python else "")
         except RuntimeError as exc:
             self.report({"ERROR"}, str(exc))
             return False
         self._venv = prefs.runtime_dir()
-        self._steps = prefs.setup_runtime_steps(self._venv, base, wheel, prefs.nvidia_gpu_present())
+        self._steps = runtime.setup_runtime_steps(self._venv, base, wheel, runtime.nvidia_gpu_present())
         self._t0 = time.monotonic()
         log.info("FlameCap runtime: %s from %s into %s", os.path.basename(wheel), base, self._venv)
         return True
