@@ -192,6 +192,11 @@ def s_track(a: dict) -> dict:
     if a.get("range"):
         s.use_range = True
         s.frame_start, s.frame_end = a["range"]
+    if a.get("blocker"):  # an artist's object between the tracking camera and the head
+        me = bpy.data.meshes.new("Character")
+        me.from_pydata([(x, y, z) for x in (-0.05, 0.05) for y in (0.25, 0.35) for z in (-0.05, 0.05)], [],
+                       [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+        bpy.context.scene.collection.objects.link(bpy.data.objects.new("Character", me))
     if a.get("lens"):
         s.lens = "KNOWN"
         s.focal_mm, s.sensor_mm = a["lens"]
@@ -284,6 +289,10 @@ def s_demo(a: dict) -> dict:
         cube.hide_render = False
         out["render"]["coverage_with_cube"] = float((render_alpha(os.path.join(a["out"], "cube.png")) > 0.5).mean())
         cube.hide_render = True
+    ui = sys.modules[mod + ".ui"]
+    panel = []
+    ui.draw_result(MockLayout(panel), bpy.context)
+    out["panel"] = panel
     bpy.ops.flamecap.overlay(on=True)
     out["overlay_on"] = [head.display_type, head.show_in_front]
     bpy.ops.flamecap.overlay(on=False)

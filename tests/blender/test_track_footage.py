@@ -40,6 +40,16 @@ def test_fake_core_success_imports(tmp_path, addon_zip, fake_python):
     assert view["fit_error_keys"] == 8 and len(view["worst_frames"]) == 5
 
 
+def test_other_objects_in_the_camera_view_are_named_not_hidden(tmp_path, addon_zip, fake_python):
+    out = run_scenario("track", {"zip": str(addon_zip), "python": str(fake_python), "blocker": True,
+                                 "footage": str(_footage(tmp_path)), "output": str(tmp_path / "o.npz")}, tmp_path)
+    assert out["op"] == ["FINISHED"], out
+    view = out["view"]
+    assert view["cube"]["hidden"]                                  # the default Cube: hidden
+    assert view["view_warning"].startswith("Character is in the tracking camera's view")   # the artist's: named
+    assert "Character" in out["after"]["objects"]
+
+
 def test_known_lens_in_mm_reaches_the_core_in_pixels(tmp_path, addon_zip, fake_python, grid_dir):
     """Lens: Known, 35 mm on a 36 mm sensor → --focal 35/36 × 360 px (the GRID clip's width); the fake core
     writes that focal into the result, so the imported camera has a 35 mm lens on its 36 mm sensor."""
@@ -73,6 +83,10 @@ def test_try_the_demo_shows_head_over_footage(tmp_path, addon_zip):
     hb, rb = r["head_uv_bbox"], r["bbox"]
     assert max(abs(x - y) for x, y in zip(hb, rb)) < 0.1   # the covered pixels are the head's
     assert out["overlay_on"] == ["WIRE", True] and out["overlay_off"] == ["TEXTURED", False]
+    panel = [tuple(x) for x in out["panel"]]   # the Tracked Head panel after the demo
+    assert ("operator", "flamecap.overlay") in panel and ("operator", "flamecap.apply_smoothing") in panel
+    assert [x[1] for x in panel if x[0] == "prop"][-4:] == [f"smoothing_{c}" for c in ("head", "jaw", "expression", "eyes")]
+    assert panel.count(("operator", "flamecap.jump_to_frame")) == len(view["worst_frames"]) == 5
 
 
 @pytest.mark.parametrize("case", ["cancel", "bad_footage", "missing_model", "unknown_model", "no_python"])
