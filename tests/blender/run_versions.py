@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 # every supported Blender line, newest patch release on the index; the manifest's range is the first..last
 VERSIONS = ("4.2.23", "4.5.15", "5.0.1", "5.2.3", "5.3.0")
 TEST_DEPS = ("pytest", "scipy", "trimesh")
+# wheels whose bpy was built against numpy 1.x but do not pin it (numpy 2 fails at `import bpy`)
+EXTRA_PINS = {"4.3": ("numpy<2",)}
 
 
 def _runs(exe: str | None) -> bool:
@@ -60,11 +62,14 @@ def ensure_venv(version: str, root: Path) -> Path:
     t0 = time.monotonic()
     if not py.exists():
         subprocess.run([python_for(version), "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", f"bpy=={version}", *TEST_DEPS], check=True)
-    got = subprocess.run([str(py), "-c", "import bpy; print(bpy.app.version_string)"], capture_output=True,
-                         text=True, check=True).stdout.split()[0]
+    pins = EXTRA_PINS.get(".".join(version.split(".")[:2]), ())
+    subprocess.run([str(py), "-m", "pip", "install", "-q", f"bpy=={version}", *TEST_DEPS, *pins], check=True)
+    proc = subprocess.run([str(py), "-c", "import bpy; print('BPY', bpy.app.version_string)"], capture_output=True,
+                          text=True)
+    got = next((ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("BPY ")),
+               (proc.stderr.strip().splitlines() or ["no output"])[-1])
     if got != version:
-        raise SystemExit(f"error: {venv} has bpy {got}, not {version}; delete the folder and run again")
+        raise SystemExit(f"error: bpy {version} in {venv} gives {got!r} on import; delete the folder and run again")
     stamp.write_text(version)
     print(f"bpy {version}: venv {venv} built in {time.monotonic() - t0:.0f} s", flush=True)
     return py

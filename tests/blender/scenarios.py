@@ -396,7 +396,22 @@ def s_setup_runtime(a: dict) -> dict:
             "online": bpy.app.online_access}
 
 
-SCENARIOS = {"setup_runtime": s_setup_runtime, "ui_and_prefs": s_ui_and_prefs, "install_import": s_install_import, "repo_import": s_repo_import,
+def s_add_model(a: dict) -> dict:
+    """Add FLAME File… with the real core (``flamecap models add FILE --default``), then the checklist."""
+    mod = install(a["zip"])
+    prefs = bpy.context.preferences.addons[mod].preferences
+    prefs.python_path = a["python"]
+    ui = sys.modules[mod + ".ui"]
+    before = [list(x) for x in ui.checklist(bpy.context)]
+    try:
+        r, err = sorted(bpy.ops.flamecap.add_flame_file(filepath=a["model"])), ""
+    except RuntimeError as exc:
+        r, err = ["RAISED"], str(exc).strip().splitlines()[-1]
+    return {"op": r, "error": err, "check_ok": prefs.check_ok, "n_models": prefs.n_models,
+            "before": before, "after": [list(x) for x in ui.checklist(bpy.context)]}
+
+
+SCENARIOS = {"add_model": s_add_model, "setup_runtime": s_setup_runtime, "ui_and_prefs": s_ui_and_prefs, "install_import": s_install_import, "repo_import": s_repo_import,
              "track": s_track, "demo": s_demo}
 
 if __name__ == "__main__":

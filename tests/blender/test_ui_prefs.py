@@ -35,6 +35,19 @@ def test_panels_prefs_and_runtime_buttons(tmp_path, addon_zip):
     assert ["operator", "flamecap.download_flame"] in out["idle"] and ["operator", "flamecap.setup_runtime"] in out["idle"]
 
 
+def test_add_flame_file_registers_it_and_ticks_the_checklist(tmp_path, addon_zip):
+    import fixtures
+    model = fixtures.make_model(tmp_path / "my_flame.npz")
+    out = run_scenario("add_model", {"zip": str(addon_zip), "python": CORE_PYTHON, "model": str(model)}, tmp_path)
+    assert out["op"] == ["FINISHED"], out
+    assert out["check_ok"] and out["n_models"] == 1
+    before, after = ({name: done for name, done, _ in items} for items in (out["before"], out["after"]))
+    assert before["Head model"] is False and after["Head model"] is True and after["Runtime"] is True
+    bad = run_scenario("add_model", {"zip": str(addon_zip), "python": CORE_PYTHON, "model": str(tmp_path / "x.pkl")},
+                       tmp_path)
+    assert bad["op"] == ["RAISED"] and "not a file" in bad["error"] and bad["n_models"] == 0
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("FLAMECAP_TEST_SETUP_RUNTIME") != "1",
                     reason="downloads the core's dependencies (~1 GB installed); set FLAMECAP_TEST_SETUP_RUNTIME=1")
