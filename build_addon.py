@@ -74,7 +74,7 @@ _WHEELS: dict[str, Path] = {}   # source digest → built wheel (one build per p
 
 
 def core_digest() -> str:
-    h = hashlib.sha256((REPO / "pyproject.toml").read_bytes())
+    h = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + (REPO / "README.md").read_bytes())
     for p in sorted((REPO / "core" / "flamecap").rglob("*.py")):
         if "__pycache__" not in p.parts:
             h.update(p.relative_to(REPO).as_posix().encode() + b"\0" + p.read_bytes())
