@@ -183,6 +183,8 @@ class CoreRun:
             except (ProcessLookupError, PermissionError, OSError):
                 pass
             p.wait()
+        for t in self._threads:  # the pipes close with the process; let the readers hand over the last lines
+            t.join(timeout=grace_s)
         self.poll()
 
     # -- progress ----------------------------------------------------------------------------------
