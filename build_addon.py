@@ -4,7 +4,9 @@
     python build_addon.py [-o dist/flamecap-<version>.zip] [--smoke] [--no-validate]
 
 - Packs ``blender_addon/`` (manifest at the zip root) with ``core/flamecap/contract`` vendored as
-  ``_vendor/flamecap_contract``; deterministic: sorted entries, fixed timestamps and permissions.
+  ``_vendor/flamecap_contract``, and the core itself as a wheel in ``core_wheel/`` (what Set Up Runtime installs
+  into its private venv; built with ``pip wheel``, timestamps from ``SOURCE_DATE_EPOCH``); deterministic:
+  sorted entries, fixed timestamps and permissions.
 - Refuses add-on sources that import torch / cv2 / mediapipe (static scan).
 - Validates the manifest with Blender's own validator (``blender --command extension validate`` when a
   ``blender`` binary is on PATH, else the ``blender_ext.py`` that ships with the ``bpy`` module), after
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import importlib.util
 import io
 import json
@@ -64,6 +67,52 @@ def collect_files() -> list[tuple[str, Path]]:
         if p.is_file() and not _excluded(rel) and p.suffix == ".py":
             files[VENDOR_PREFIX + rel] = p
     return sorted(files.items())
+
+
+RUNTIME_PREFIX = "core_wheel/"
+_WHEELS: dict[str, Path] = {}   # source digest → built wheel (one build per process)
+
+
+def core_digest() -> str:
+    h = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + (REPO / "README.md").read_bytes())
+    for p in sorted((REPO / "core" / "flamecap").rglob("*.py")):
+        if "__pycache__" not in p.parts:
+            h.update(p.relative_to(REPO).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_core_wheel() -> Path:
+    """The core as a wheel (``pip wheel --no-deps`` of the repository), cached per source digest."""
+    digest = core_digest()
+    cached = _WHEELS.get(digest)
+    if cached is not None and cached.is_file():
+        return cached
+    out = Path(tempfile.gettempdir()) / f"flamecap-wheel-{digest}"
+    wheels = sorted(out.glob("flamecap-*.whl"))
+    if not wheels:
+        tmp = Path(tempfile.mkdtemp(prefix=".flamecap-wheel-", dir=tempfile.gettempdir()))
+        env = dict(os.environ, SOURCE_DATE_EPOCH="315532800", PIP_DISABLE_PIP_VERSION_CHECK="1")
+        with tempfile.TemporaryDirectory(prefix="flamecap-src-") as src:
+            # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+            import shutil
+            shutil.copy2(REPO / "pyproject.toml", src)
+            shutil.copy2(REPO / "README.md", src)
+            shutil.copytree(REPO / "core", Path(src) / "core",
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+            proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--ignore-requires-python", "-q", "-w", str(tmp), src],
+                                  capture_output=True, text=True, env=env, timeout=600)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BuildError(f"could not build the core wheel with pip: {last}")
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process built it first
+            pass
+        wheels = sorted(out.glob("flamecap-*.whl"))
+        if not wheels:
+            raise BuildError(f"pip wheel wrote no flamecap wheel into {out}")
+    _WHEELS[digest] = wheels[-1]
+    return wheels[-1]
 
 
 def scan_imports(files: list[tuple[str, Path]]) -> None:
@@ -171,8 +220,9 @@ r = bpy.ops.extensions.package_install_files(repo="user_default", filepath=zip_p
 mod = "bl_ext.user_default.flamecap"
 enabled = addon_utils.check(mod)
 info = {"install": sorted(r), "enabled": bool(enabled[0] and enabled[1]),
-        "operators": [op for op in ("track_footage", "import_result", "cancel_track", "apply_smoothing",
-                      "check_runtime", "setup_runtime") if hasattr(bpy.types, "FLAMECAP_OT_" + op)],
+        "operators": [op for op in ("track_footage", "try_demo", "import_result", "cancel_track", "apply_smoothing",
+                      "check_runtime", "setup_runtime", "add_flame_file", "download_flame")
+                      if hasattr(bpy.types, "FLAMECAP_OT_" + op)],
         "panels": sorted(n for n in dir(bpy.types) if n.startswith("FLAMECAP_PT_")),
         "prefs": mod in bpy.context.preferences.addons,
         "scene_settings": hasattr(bpy.context.scene, "flamecap")}
@@ -191,7 +241,7 @@ def smoke(zip_path: Path, python: str = sys.executable) -> dict:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise BuildError(f"smoke test could not install the add-on in bpy: {tail}")
     info = json.loads(line[6:])
-    if not (info["enabled"] and info["prefs"] and info["scene_settings"] and len(info["operators"]) == 6
+    if not (info["enabled"] and info["prefs"] and info["scene_settings"] and len(info["operators"]) == 9
             and info["panels"]):
         raise BuildError(f"smoke test: add-on installed but not fully registered: {info}")
     return info
@@ -199,11 +249,13 @@ def smoke(zip_path: Path, python: str = sys.executable) -> dict:
 
 def build(out: Path | None = None, validate: bool = True) -> tuple[Path, dict]:
     files = collect_files()
+    wheel = build_core_wheel()
     manifest = check_manifest((ADDON_DIR / "blender_manifest.toml").read_text(encoding="utf-8"))
     scan_imports(files)
+    files = sorted(files + [(RUNTIME_PREFIX + wheel.name, wheel)])
     out = out or REPO / "dist" / f"{manifest['id']}-{manifest['version']}.zip"
     write_zip(out, files)
-    report = {"zip": str(out), "files": len(files), "bytes": out.stat().st_size}
+    report = {"zip": str(out), "files": len(files), "bytes": out.stat().st_size, "core_wheel": wheel.name}
     if validate:
         report["validator"] = blender_validate(out)
     return out, report

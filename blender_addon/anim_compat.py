@@ -1,10 +1,14 @@
-"""One place for the Action API differences between Blender versions.
+"""One place for the Action API differences between Blender versions (4.2 LTS to 5.3; each is tested by
+``tests/blender/run_versions.py``).
 
 - 4.2 / 4.3: legacy actions, ``action.fcurves.new(data_path, index=, action_group=)``; one action animates
   one ID, so a take needs an object action and a shape-key action.
-- 4.4+: slotted actions: ``action.slots.new(id_type, name)``, F-curves live in a channelbag per slot
-  (``bpy_extras.anim_utils.action_ensure_channelbag_for_slot``); one action can animate several IDs
-  (the armature object and the mesh's shape-key datablock), each through its own slot.
+- 4.4+: slotted actions: ``action.slots.new(id_type, name)``, F-curves live in a channelbag per slot, in the
+  action's first layer's keyframe strip (``strip.channelbag(slot, ensure=True)``; the helper
+  ``bpy_extras.anim_utils.action_ensure_channelbag_for_slot`` only exists from 5.0, so it is not used); one
+  action can animate several IDs (the armature object and the mesh's shape-key datablock), each through its
+  own slot. ``channelbag.fcurves.new`` takes ``group_name`` only from 5.0; on 4.4/4.5 the group is made with
+  ``channelbag.groups.new`` and assigned to the F-curve.
 - 5.0: ``Action.fcurves`` (the 4.4 compatibility shim) is gone; only the channelbag path works.
 
 All keys are written in bulk: ``keyframe_points.add(n)`` + ``foreach_set`` (no per-key Python loops).
@@ -15,6 +19,8 @@ import bpy
 import numpy as np
 
 SLOTTED = bpy.app.version >= (4, 4, 0)
+# ActionChannelbagFCurves.new(group_name=) exists from 5.0 on
+NEW_TAKES_GROUP_NAME = SLOTTED and "group_name" in bpy.types.ActionChannelbagFCurves.bl_rna.functions["new"].parameters
 _LINEAR = 1  # enum index of 'LINEAR' in Keyframe.interpolation
 
 
@@ -44,18 +50,26 @@ def assign(id_block, action, slot_name: str | None = None):
     return slot
 
 
-def _channelbag(action, slot, create: bool):
-    from bpy_extras import anim_utils
-    if create:
-        return anim_utils.action_ensure_channelbag_for_slot(action, slot)
-    return anim_utils.action_get_channelbag_for_slot(action, slot)
+def channelbag(action, slot, create: bool = True):
+    """The channelbag of ``slot`` in ``action``'s first layer / keyframe strip (4.4+), creating the layer,
+    strip and channelbag when ``create``; ``None`` when there is none and ``create`` is False."""
+    if not action.layers:
+        if not create:
+            return None
+        action.layers.new("Layer")
+    layer = action.layers[0]
+    if not layer.strips:
+        if not create:
+            return None
+        layer.strips.new(type="KEYFRAME")
+    return layer.strips[0].channelbag(slot, ensure=create)
 
 
 def fcurve_collection(action, slot, create: bool = True):
     """The F-curve collection for ``slot`` of ``action`` (``action.fcurves`` on legacy versions)."""
     if not SLOTTED:
         return action.fcurves
-    bag = _channelbag(action, slot, create)
+    bag = channelbag(action, slot, create)
     return None if bag is None else bag.fcurves
 
 
@@ -80,14 +94,20 @@ def find_fcurve(action, slot, data_path: str, index: int = 0):
 
 
 def new_fcurve(action, slot, data_path: str, index: int = 0, group: str = ""):
-    """Create (or replace) the F-curve ``data_path[index]`` in the slot's channels."""
+    """Create (or replace) the F-curve ``data_path[index]`` in the slot's channels, in channel group ``group``."""
     coll = fcurve_collection(action, slot, create=True)
     old = find_fcurve(action, slot, data_path, index)
     if old is not None:
         coll.remove(old)
     if not SLOTTED:
         return coll.new(data_path, index=index, action_group=group)
-    return coll.new(data_path, index=index, group_name=group)
+    if NEW_TAKES_GROUP_NAME:
+        return coll.new(data_path, index=index, group_name=group)
+    fc = coll.new(data_path, index=index)
+    if group:
+        bag = channelbag(action, slot, create=True)
+        fc.group = bag.groups.get(group) or bag.groups.new(group)
+    return fc
 
 
 def set_keys(fcurve, frames: np.ndarray, values: np.ndarray, interpolation: int = _LINEAR) -> None:

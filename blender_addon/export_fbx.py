@@ -6,6 +6,11 @@ Settings that matter (each one loses animation when wrong): ``bake_anim=True``,
 every action in the file onto every object), ``bake_anim_simplify_factor=0`` (no key reduction: exact
 values at every frame), ``add_leaf_bones=False``, ``use_mesh_modifiers=False`` (applying the Armature
 modifier would drop the shape keys), ``use_selection=True`` with exactly the objects to export.
+
+Time: Blender frame 1 (the footage's first frame) is written as FBX time 0, so the FBX time is the footage time
+and Blender's FBX importer, whose default Animation Offset adds one frame, puts every key back on its frame
+(exported as-is, the keys of frames 1–400 came back on frames 2–401). The exporter has no time offset of its
+own, so the exported actions' keys are moved one frame earlier for the export and moved back afterwards.
 """
 from __future__ import annotations
 
@@ -14,10 +19,15 @@ import os
 from pathlib import Path
 
 import bpy
+import numpy as np
+
+from . import anim_compat
 
 from ._contract import contract
 
 log = logging.getLogger(__name__)
+
+FRAME_OFFSET = 1  # Blender frame written as FBX time 0
 
 # Axis / scale presets. Blender: the exporter's defaults (re-imports 1:1 in Blender). Unity: Y up, -Z
 # forward, unit scale applied to everything (1 Blender m = 1 Unity unit). Unreal: Z up / -Y forward
@@ -35,6 +45,33 @@ PRESETS: dict[str, dict] = {
 
 class FbxExportError(ValueError):
     """One-line, actionable."""
+
+
+def _actions_of(objs) -> list:
+    """The assigned actions of the objects, their shape keys and camera data (each once)."""
+    ids = list(objs) + [o.data for o in objs if o.type == "CAMERA"]
+    ids += [o.data.shape_keys for o in objs if o.type == "MESH" and o.data.shape_keys is not None]
+    acts = {}
+    for idb in ids:
+        ad = idb.animation_data
+        if ad is not None and ad.action is not None:
+            acts[ad.action.as_pointer()] = ad.action
+    return list(acts.values())
+
+
+def shift_keys(actions, delta: float) -> None:
+    """Move every key (and its handles) of ``actions`` by ``delta`` frames, in bulk."""
+    for act in actions:
+        for fc in anim_compat.fcurves(act):
+            kp = fc.keyframe_points
+            if not len(kp):
+                continue
+            buf = np.empty(2 * len(kp), dtype=np.float32)
+            for attr in ("co", "handle_left", "handle_right"):
+                kp.foreach_get(attr, buf)
+                buf[0::2] += delta
+                kp.foreach_set(attr, buf)
+            fc.update()
 
 
 def export_fbx(filepath: str | os.PathLike, objects, *, preset: str = "blender", frame_start: int | None = None,
@@ -75,7 +112,10 @@ def export_fbx(filepath: str | os.PathLike, objects, *, preset: str = "blender",
         scene.frame_start = int(frame_start)
     if frame_end is not None:
         scene.frame_end = int(frame_end)
+    f0, f1 = scene.frame_start, scene.frame_end
+    actions = _actions_of(objs)
     types = {o.type for o in objs} & {"MESH", "ARMATURE", "CAMERA", "EMPTY"}
+    shifted = False
     try:
         with contract.atomic_output(path) as tmp:
             if context.view_layer.objects.active is not None and context.view_layer.objects.active.mode != "OBJECT":
@@ -85,6 +125,9 @@ def export_fbx(filepath: str | os.PathLike, objects, *, preset: str = "blender",
             for o in objs:
                 o.select_set(True)
             context.view_layer.objects.active = next((o for o in objs if o.type == "ARMATURE"), objs[0])
+            shift_keys(actions, -FRAME_OFFSET)
+            shifted = True
+            scene.frame_start, scene.frame_end = f0 - FRAME_OFFSET, f1 - FRAME_OFFSET
             r = bpy.ops.export_scene.fbx(
                 filepath=str(tmp), check_existing=False, use_selection=True, use_visible=False,
                 use_active_collection=False, object_types=types, use_mesh_modifiers=False, mesh_smooth_type="FACE",
@@ -98,14 +141,15 @@ def export_fbx(filepath: str | os.PathLike, objects, *, preset: str = "blender",
     except contract.OutputPathError as exc:
         raise FbxExportError(str(exc)) from None
     finally:
+        if shifted:
+            shift_keys(actions, FRAME_OFFSET)
         scene.frame_start, scene.frame_end = old_range[0], old_range[1]
         scene.frame_set(old_range[2])
         for o in context.view_layer.objects:
             o.select_set(o in old_sel)
         context.view_layer.objects.active = old_active
-    summary = {"path": str(path), "objects": [o.name for o in objs], "frame_start": scene.frame_start
-               if frame_start is None else int(frame_start),
-               "frame_end": scene.frame_end if frame_end is None else int(frame_end), "preset": preset}
+    summary = {"path": str(path), "objects": [o.name for o in objs], "frame_start": f0, "frame_end": f1,
+               "preset": preset}
     log.info("FBX written: %s", summary)
     return summary
 

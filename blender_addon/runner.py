@@ -26,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def track_command(python: str, footage: str, output: str, *, model: str = "", quality: str = "fast",
                   frame_start: int | None = None, frame_end: int | None = None, device: str = "auto",
-                  extra: list[str] | None = None) -> list[str]:
+                  focal_px: float | None = None, extra: list[str] | None = None) -> list[str]:
     """argv for ``<python> -m flamecap track FOOTAGE -o OUTPUT --progress jsonl ...``.
     ``frame_start``/``frame_end`` are source frame numbers (0-based, end exclusive), ``None`` = whole clip."""
     argv = [python, "-m", "flamecap", "track", str(footage), "-o", str(output), "--progress", "jsonl",
@@ -37,7 +37,44 @@ def track_command(python: str, footage: str, output: str, *, model: str = "", qu
         argv += ["--start", str(int(frame_start))]
     if frame_end is not None:
         argv += ["--end", str(int(frame_end))]
+    if focal_px is not None:
+        argv += ["--focal", f"{float(focal_px):.3f}"]
     return argv + list(extra or [])
+
+
+def demo_command(python: str, out_dir: str, frames: int = 50) -> list[str]:
+    """argv of ``flamecap demo`` without its Blender part: FlameCap's synthetic head rendered into a clip and
+    tracked (no FLAME file, no network); the add-on imports ``result.npz`` into the open scene itself."""
+    return [python, "-m", "flamecap", "demo", "-o", str(out_dir), "--frames", str(int(frames)), "--no-blender",
+            "--progress", "jsonl"]
+
+
+def models_add_command(python: str, path: str, make_default: bool = True) -> list[str]:
+    """argv of ``flamecap models add FILE [--default]`` (convert and register a FLAME .pkl/.npz/.zip)."""
+    return [python, "-m", "flamecap", "models", "add", str(path)] + (["--default"] if make_default else [])
+
+
+def models_download_command(python: str, release: str, username: str) -> list[str]:
+    """argv of ``flamecap models download``; the password goes to its stdin (``--password-stdin``), never argv."""
+    return [python, "-m", "flamecap", "models", "download", release, "--username", username, "--password-stdin",
+            "--default", "--progress", "jsonl"]
+
+
+# prefixes of the core's logging lines on stderr (``LEVEL name: message``): progress chatter, not the error
+_LOG_PREFIXES = ("DEBUG ", "INFO ", "WARNING ")
+
+
+def error_line(stderr_lines: list[str], returncode: int | None) -> str:
+    """The line that says why the core died: its ``error: ...`` line, else the last line that is not a
+    logging line (a traceback's exception), else the exit code."""
+    lines = [ln.strip() for ln in stderr_lines if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith("error: "):
+            return ln.removeprefix("error: ")
+    for ln in reversed(lines):
+        if not ln.startswith(_LOG_PREFIXES):
+            return ln
+    return f"the core exited with code {returncode}" + (f" (last log: {lines[-1]})" if lines else "")
 
 
 @dataclass
@@ -64,8 +101,9 @@ class CoreRun:
     ``state.finished``; ``cancel()`` at any time."""
 
     def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None,
-                 expect_result: bool = True):
+                 expect_result: bool = True, stdin_text: str | None = None):
         self.argv = [str(a) for a in argv]
+        self.stdin_text = stdin_text  # written to the core's stdin then closed (a password, never argv)
         self.expect_result = expect_result
         self.env = env
         self.cwd = cwd
@@ -88,13 +126,20 @@ class CoreRun:
             kwargs["start_new_session"] = True
         try:
             self._proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          stdin=subprocess.DEVNULL, env=env, cwd=self.cwd, text=True,
+                                          stdin=subprocess.DEVNULL if self.stdin_text is None else subprocess.PIPE,
+                                          env=env, cwd=self.cwd, text=True,
                                           encoding="utf-8", errors="replace", bufsize=1, **kwargs)
         except OSError as exc:
             self.state.status = "failed"
             self.state.error = (f"cannot start the FlameCap core '{self.argv[0]}' ({exc.strerror or exc}); "
                                 f"set the Python path in the add-on preferences and press Check")
             return self
+        if self.stdin_text is not None:
+            try:
+                self._proc.stdin.write(self.stdin_text)
+                self._proc.stdin.close()
+            except OSError:  # the core exited at once; its error line says why
+                pass
         self.state.status = "running"
         self.state.message = "starting"
         for stream, tag in ((self._proc.stdout, "out"), (self._proc.stderr, "err")):
@@ -138,6 +183,8 @@ class CoreRun:
             except (ProcessLookupError, PermissionError, OSError):
                 pass
             p.wait()
+        for t in self._threads:  # the pipes close with the process; let the readers hand over the last lines
+            t.join(timeout=grace_s)
         self.poll()
 
     # -- progress ----------------------------------------------------------------------------------
@@ -153,7 +200,7 @@ class CoreRun:
             if line is None:
                 continue
             if tag == "err":
-                self._stderr_tail = (self._stderr_tail + [line])[-20:]
+                self._stderr_tail = (self._stderr_tail + [line])[-200:]
                 continue
             ev = contract.parse_event(line)
             if ev is None:
@@ -196,14 +243,8 @@ class CoreRun:
         else:
             s.status = "failed"
             if not s.error:
-                tail = [ln for ln in self._stderr_tail if ln.strip()]
-                last = tail[-1].strip() if tail else ""
-                if s.returncode == 0:
-                    s.error = "the core finished without writing a result file"
-                else:
-                    s.error = (last.removeprefix("error: ") if last else
-                               f"the core exited with code {s.returncode}")
-                    s.error = " ".join(s.error.split())
+                s.error = ("the core finished without writing a result file" if s.returncode == 0 else
+                           " ".join(error_line(self._stderr_tail, s.returncode).split()))
 
     @property
     def stderr_tail(self) -> list[str]:
@@ -218,10 +259,11 @@ def format_eta(eta_s) -> str:
 
 
 def run_blocking(argv: list[str], *, on_update=None, should_cancel=None, timeout_s: float | None = None,
-                 env: dict | None = None, interval_s: float = 0.05, expect_result: bool = True) -> RunState:
+                 env: dict | None = None, interval_s: float = 0.05, expect_result: bool = True,
+                 stdin_text: str | None = None) -> RunState:
     """Run the core to completion with the same :class:`CoreRun` the modal operator uses.
     ``on_update(state)`` after each poll; ``should_cancel()`` → True cancels; ``timeout_s`` cancels too."""
-    run = CoreRun(argv, env=env, expect_result=expect_result).start()
+    run = CoreRun(argv, env=env, expect_result=expect_result, stdin_text=stdin_text).start()
     t0 = time.monotonic()
     while not run.state.finished:
         time.sleep(interval_s)
@@ -241,8 +283,7 @@ def python_check_command(python: str) -> list[str]:
 
 
 def default_python() -> str:
-    """A reasonable first guess for the core's Python (not Blender's own)."""
+    """The interpreter running bpy as a module (scripts, tests: a real Python), or '' inside Blender, whose own
+    Python never has the core (Set Up Runtime makes one that has)."""
     exe = sys.executable
-    if "blender" in os.path.basename(exe).lower():
-        return "python3" if os.name != "nt" else "python"
-    return exe
+    return "" if "blender" in os.path.basename(exe).lower() else exe

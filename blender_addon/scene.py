@@ -16,6 +16,11 @@ What :func:`import_result` creates, in a collection ``FlameCap <name>``:
 - ``<name>_camera``: from K / cam_R / cam_t / image_size via ``contract.conventions``; the render resolution
   and scene fps / frame range follow the result; the footage is the camera's background movie clip.
 
+- The per-frame fit error (px) is keyed on the rig's ``flamecap_fit_error_px`` property (a curve in the Graph
+  Editor); the worst frames are listed in ``flamecap_worst_frames``.
+- Other objects that would block the tracking camera's view: the factory-default Cube is hidden (viewport and
+  render); any other is left alone and named in :attr:`ImportedScene.blocking` for the artist.
+
 Frames: the row with source frame ``frame_index`` is keyed on Blender frame ``frame_index + 1`` (movie clips
 start at frame 1), so the head overlays the plate.
 """
@@ -41,6 +46,12 @@ PROP_SMOOTHING = "flamecap_smoothing"  # strength last applied
 PROP_MESH = "flamecap_mesh"            # the head mesh object (ID pointer)
 PROP_CAMERA = "flamecap_camera"
 PROP_BAKED = "flamecap_baked"          # per-frame baked keys in use
+PROP_FIT_ERROR = "flamecap_fit_error_px"  # keyed per frame: the fit's reprojection error
+PROP_WORST = "flamecap_worst_frames"   # Blender frames with the largest fit error, worst first
+N_WORST = 5
+# smoothing channels the artist sets separately, and the result arrays each one filters
+SMOOTHING_CHANNELS = {"head": ("global_rot", "transl", "neck_pose"), "jaw": ("jaw_pose",),
+                      "expression": ("expr",), "eyes": ("eye_pose", "eyelids")}
 BONE_NAMES = tuple(contract.JOINT_NAMES)  # root, neck, jaw, eye_l, eye_r
 EXPR_RANGE = 10.0                      # Blender clamps shape-key values to the slider range (max ±10)
 
@@ -53,7 +64,8 @@ class ResultImportError(ValueError):
 class ImportOptions:
     name: str = ""                     # base name of the objects (default: result file stem)
     take: str = ""                     # action name (default: "<name>_take")
-    smoothing: float = 0.0             # post-filter strength (contract.smoothing), 0 = raw
+    smoothing: float | dict = 0.0      # post-filter strength (contract.smoothing), 0 = raw; one for all
+                                       # channels or {channel: strength} over SMOOTHING_CHANNELS
     bake_per_frame: bool = False       # one shape key per frame, keyed on its own frame
     pose_drivers: bool = True          # pose-corrective keys driven by the bones (else keyed values)
     camera: bool = True
@@ -71,6 +83,8 @@ class ImportedScene:
     frame_start: int = 1
     frame_end: int = 1
     collection: object | None = None
+    blocking: list = field(default_factory=list)  # names of other objects in the camera's view
+    hidden: list = field(default_factory=list)    # names of objects hidden from it (the default Cube)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -100,25 +114,47 @@ def interpolate_invalid(arrays: dict, valid: np.ndarray, frame_index: np.ndarray
     return out
 
 
-def prepare_tracks(result, smoothing: float = 0.0) -> dict:
-    """The per-frame parameters to key: invalid frames interpolated, then the post-filter when
-    ``smoothing > 0`` (``contract.smoothing.smooth_params``). Returns float64 arrays ``(T, D)``."""
+def smoothing_strengths(smoothing) -> dict:
+    """``{channel: strength}`` over :data:`SMOOTHING_CHANNELS` from one strength or a (partial) dict."""
+    if isinstance(smoothing, dict):
+        unknown = set(smoothing) - set(SMOOTHING_CHANNELS)
+        if unknown:
+            raise ResultImportError(f"unknown smoothing channel(s) {sorted(unknown)}; use {list(SMOOTHING_CHANNELS)}")
+        return {c: float(smoothing.get(c, 0.0)) for c in SMOOTHING_CHANNELS}
+    return dict.fromkeys(SMOOTHING_CHANNELS, float(smoothing))
+
+
+def prepare_tracks(result, smoothing=0.0) -> dict:
+    """The per-frame parameters to key: invalid frames interpolated, then the post-filter
+    (``contract.smoothing.smooth_params``) of each channel whose strength is > 0 (``smoothing``: one strength or
+    ``{channel: strength}``). Returns float64 arrays ``(T, D)``."""
+    strengths = smoothing_strengths(smoothing)
     arrays = {k: result[k] for k in TRACK_KEYS if k in result}
     tracks = interpolate_invalid(arrays, result["valid"], result["frame_index"])
-    if smoothing > 0:
-        mod = load_contract_module("smoothing")
-        if mod is None or not hasattr(mod, "smooth_params"):
-            raise ResultImportError("this FlameCap build has no smoothing filter (contract.smoothing); "
-                               "update the add-on or set smoothing to 0")
-        inp = dict(tracks)
-        inp["valid"] = np.ones(result.n_frames, bool)
-        inp["time_s"] = np.asarray(result["time_s"], np.float64)
-        inp["frame_index"] = np.asarray(result["frame_index"])
-        sm = mod.smooth_params(inp, result.fps, float(smoothing))
-        for k in tracks:
-            if k in sm:
-                tracks[k] = np.asarray(sm[k], dtype=np.float64).reshape(tracks[k].shape)
+    if not any(v > 0 for v in strengths.values()):
+        return tracks
+    mod = load_contract_module("smoothing")
+    if mod is None or not hasattr(mod, "smooth_params"):
+        raise ResultImportError("this FlameCap build has no smoothing filter (contract.smoothing); "
+                                "update the add-on or set smoothing to 0")
+    for channel, strength in strengths.items():
+        keys = [k for k in SMOOTHING_CHANNELS[channel] if k in tracks]
+        if strength <= 0 or not keys:
+            continue
+        sm = mod.smooth_params({k: tracks[k] for k in keys}, result.fps, strength)
+        for k in keys:
+            tracks[k] = np.asarray(sm[k], dtype=np.float64).reshape(tracks[k].shape)
     return tracks
+
+
+def worst_frames(result, n: int = N_WORST) -> list[tuple[int, float]]:
+    """``(Blender frame, fit error px)`` of the ``n`` valid frames with the largest fit error, worst first."""
+    err = np.asarray(result["fit_error_px"], dtype=np.float64)
+    valid = np.asarray(result["valid"], bool) & np.isfinite(err)
+    idx = np.flatnonzero(valid)
+    idx = idx[np.argsort(-err[idx], kind="stable")][:n]
+    frames = scene_frames(result)
+    return [(int(frames[i]), float(err[i])) for i in idx]
 
 
 def axis_angle_to_quaternion(rotvec: np.ndarray) -> np.ndarray:
@@ -358,8 +394,10 @@ def _build(result, tracks, path, name, options, scene) -> ImportedScene:
         add_pose_drivers(mesh_obj, rig, posedirs.shape[2])
     rig[PROP_RESULT] = path
     rig[PROP_MESH] = mesh_obj
-    rig[PROP_SMOOTHING] = float(options.smoothing)
+    rig[PROP_SMOOTHING] = smoothing_strengths(options.smoothing)
     rig[PROP_BAKED] = bool(options.bake_per_frame)
+    rig[PROP_FIT_ERROR] = 0.0
+    rig[PROP_WORST] = [f for f, _ in worst_frames(result)]
     take = options.take or f"{name}_take"
     actions = write_take(rig, mesh_obj, result, tracks, take, bake_per_frame=options.bake_per_frame)
     rig[PROP_TAKE] = actions[0].name
@@ -372,6 +410,9 @@ def _build(result, tracks, path, name, options, scene) -> ImportedScene:
         rig[PROP_CAMERA] = cam_obj
     if clip is not None:
         scene.active_clip = clip
+    hidden, blocking = [], []
+    if cam_obj is not None and scene.camera == cam_obj:
+        hidden, blocking = clear_camera_view(scene, cam_obj, coll)
     if options.set_scene_range:
         fps = result.fps
         scene.render.fps = max(int(round(fps)), 1)
@@ -379,7 +420,58 @@ def _build(result, tracks, path, name, options, scene) -> ImportedScene:
         scene.frame_start, scene.frame_end = int(frames[0]), int(frames[-1])
         scene.frame_set(int(frames[0]))
     return ImportedScene(rig=rig, mesh=mesh_obj, camera=cam_obj, actions=actions, clip=clip,
-                         frame_start=int(frames[0]), frame_end=int(frames[-1]), collection=coll)
+                         frame_start=int(frames[0]), frame_end=int(frames[-1]), collection=coll,
+                         blocking=blocking, hidden=hidden)
+
+
+_SOLID_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT", "VOLUME", "GPENCIL", "GREASEPENCIL", "CURVES",
+                "POINTCLOUD"}
+
+
+def in_camera_view(scene, cam_obj, obj) -> bool:
+    """Whether ``obj``'s bounding box reaches into the camera's frame (or holds the camera)."""
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+    box = np.array([tuple(c) for c in obj.bound_box])
+    cam_local = np.array(tuple(obj.matrix_world.inverted() @ cam_obj.matrix_world.translation))
+    if np.all(cam_local >= box.min(0)) and np.all(cam_local <= box.max(0)):
+        return True  # the camera is inside it (the default Cube around the origin)
+    corners = [obj.matrix_world @ Vector(tuple(c)) for c in box]
+    ndc = np.array([tuple(world_to_camera_view(scene, cam_obj, c)) for c in corners])
+    front = ndc[ndc[:, 2] > cam_obj.data.clip_start]
+    if front.shape[0] == 0:
+        return False
+    if front.shape[0] < 8:  # partly behind the camera: it may cover any part of the frame
+        return True
+    return bool(front[:, 0].max() >= 0 and front[:, 0].min() <= 1 and front[:, 1].max() >= 0 and front[:, 1].min() <= 1)
+
+
+def is_default_cube(obj) -> bool:
+    """The factory startup file's Cube, untouched (name, 8 vertices, 2 m, at the origin, no modifiers)."""
+    return (obj.type == "MESH" and obj.name.split(".")[0] == "Cube" and len(obj.data.vertices) == 8
+            and not obj.modifiers and obj.matrix_world.translation.length < 1e-6
+            and all(abs(d - 2.0) < 1e-6 for d in obj.dimensions))
+
+
+def clear_camera_view(scene, cam_obj, own_collection) -> tuple[list, list]:
+    """Hide the default Cube from the tracking camera (viewport and render) and list every other visible
+    object in its view, so the artist sees the footage and the head. Returns (hidden, blocking) names."""
+    own = set(own_collection.all_objects)
+    hidden, blocking = [], []
+    for obj in scene.objects:
+        if obj in own or obj.type not in _SOLID_TYPES or not obj.visible_get() or obj.hide_render:
+            continue
+        if not in_camera_view(scene, cam_obj, obj):
+            continue
+        if is_default_cube(obj):
+            obj.hide_set(True)
+            obj.hide_render = True
+            hidden.append(obj.name)
+        else:
+            blocking.append(obj.name)
+    if blocking:
+        log.warning("in the FlameCap camera's view: %s", ", ".join(blocking))
+    return hidden, blocking
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -414,6 +506,8 @@ def write_take(rig, mesh_obj, result, tracks: dict, take: str, bake_per_frame: b
     loc_path = 'pose.bones["root"].location'
     anim_compat.write_channels(rig_act, rig_slot, [(loc_path, i, tracks["transl"][:, i]) for i in range(3)],
                                frames, group="root")
+    fit_err = np.nan_to_num(np.asarray(result["fit_error_px"], dtype=np.float64), nan=0.0)
+    anim_compat.write_channels(rig_act, rig_slot, [(f'["{PROP_FIT_ERROR}"]', 0, fit_err)], frames, group="FlameCap fit")
 
     channels = []
     if bake_per_frame:
@@ -493,9 +587,9 @@ def _bake_per_frame_keys(mesh_obj, result, tracks, frames, key_act, key_slot) ->
         anim_compat.set_keys(fc, np.array([f - 1, f, f + 1]), np.array([0.0, 1.0, 0.0]))
 
 
-def reapply_smoothing(rig, strength: float) -> list:
+def reapply_smoothing(rig, strength) -> list:
     """Re-read the result file stored on ``rig`` and rebuild its take with the post-filter at ``strength``
-    (no re-tracking). Returns the action(s)."""
+    (one for all channels or ``{channel: strength}``; no re-tracking). Returns the action(s)."""
     path = rig.get(PROP_RESULT)
     mesh_obj = rig.get(PROP_MESH)
     if not path or mesh_obj is None:
@@ -507,8 +601,19 @@ def reapply_smoothing(rig, strength: float) -> list:
     tracks = prepare_tracks(result, strength)
     actions = write_take(rig, mesh_obj, result, tracks, rig.get(PROP_TAKE) or f"{rig.name}_take",
                          bake_per_frame=bool(rig.get(PROP_BAKED, False)))
-    rig[PROP_SMOOTHING] = float(strength)
+    rig[PROP_SMOOTHING] = smoothing_strengths(strength)
     return actions
+
+
+def set_overlay(rig, on: bool) -> None:
+    """Show the tracked head as a wireframe drawn in front of everything (an overlay on the plate in the
+    camera view), or as the normal solid head."""
+    mesh = rig.get(PROP_MESH)
+    if mesh is None:
+        raise ResultImportError(f"'{rig.name}' has no FlameCap head; import a result first")
+    mesh.display_type = "WIRE" if on else "TEXTURED"
+    mesh.show_in_front = bool(on)
+    mesh.show_wire = bool(on)
 
 
 def find_rig(context):
@@ -521,3 +626,12 @@ def find_rig(context):
     if obj.parent is not None and obj.parent.get(PROP_RESULT):
         return obj.parent
     return None
+
+
+def shown_rig(context):
+    """The rig the Tracked Head panel works on: :func:`find_rig`, else the scene's only FlameCap rig."""
+    rig = find_rig(context)
+    if rig is not None:
+        return rig
+    rigs = [o for o in context.scene.objects if o.get(PROP_RESULT)]
+    return rigs[0] if len(rigs) == 1 else None

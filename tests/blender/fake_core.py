@@ -1,13 +1,13 @@
 """A stand-in for ``python -m flamecap track`` speaking the same JSON-lines protocol, for add-on tests that
-need deterministic timing (cancel) or a core that does not exist yet. Called through a generated ``python``
-stub script, so the add-on runs exactly the argv it would run for the real core.
+need deterministic timing (cancel). Called through a generated ``python`` stub script, so the add-on runs
+exactly the argv it would run for the real core; the argv is parsed by the real ``flamecap`` parser
+(``flamecap.cli.build_parser``, torch-free), so an option the core does not know fails here as it would there.
 
 Behaviour: footage that is not a file → error event (code 2); ``--model`` that does not exist → error event
 (code 3); env ``FAKE_CORE_STEP_S`` = seconds per progress step (default 0.01); otherwise writes a valid
-result (tests/blender/fixtures.py) atomically and emits ``done``."""
+result (tests/blender/fixtures.py, with ``--focal`` as its focal length) atomically and emits ``done``."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -15,23 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fixtures  # noqa: E402
+from flamecap.cli import build_parser  # noqa: E402
 from flamecap.contract import JsonlEmitter  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
     if argv[:2] == ["-m", "flamecap"]:
         argv = argv[2:]
-    ap = argparse.ArgumentParser(prog="fake-flamecap")
-    ap.add_argument("command")
-    ap.add_argument("footage")
-    ap.add_argument("-o", "--output", required=True)
-    ap.add_argument("--progress", default="text")
-    ap.add_argument("--quality", default="fast")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--model", default="")
-    ap.add_argument("--start", type=int, default=None)
-    ap.add_argument("--end", type=int, default=None)
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     em = JsonlEmitter(sys.stdout)
     em.emit("start", command=args.command)
     print("some library chatter that is not JSON")  # readers must ignore it
@@ -49,7 +40,7 @@ def main(argv: list[str]) -> int:
         time.sleep(step)
     start = args.start or 0
     n = (args.end - start) if args.end is not None else 12
-    fixtures.make_result(args.output, n_frames=n, source_path=args.footage, frame_offset=start)
+    fixtures.make_result(args.output, n_frames=n, source_path=args.footage, frame_offset=start, focal_px=args.focal)
     em.emit("done", result=str(Path(args.output).resolve()))
     return 0
 

@@ -61,8 +61,10 @@ def tiny_head(n_lat: int = 10, n_lon: int = 16, n_expr: int = 6, seed: int = 0) 
 
 
 def make_result(path, n_frames: int = 12, source_path: str = "", image_size=(360, 288), fps: float = 25.0,
-                invalid=(), seed: int = 1, head: dict | None = None, frame_offset: int = 0) -> TrackingResult:
-    """Write a valid result with smooth known motion; rows in ``invalid`` are marked invalid (NaN params)."""
+                invalid=(), seed: int = 1, head: dict | None = None, frame_offset: int = 0,
+                focal_px: float | None = None) -> TrackingResult:
+    """Write a valid result with smooth known motion; rows in ``invalid`` are marked invalid (NaN params);
+    ``focal_px`` = the camera's focal length (default: a 30° field of view)."""
     head = head or tiny_head()
     rng = np.random.default_rng(seed)
     T, E = n_frames, head["exprdirs"].shape[2]
@@ -81,7 +83,8 @@ def make_result(path, n_frames: int = 12, source_path: str = "", image_size=(360
         "time_s": t.astype(np.float32),
         "frame_index": (np.arange(T) + frame_offset).astype(np.int32),
         "shape": np.zeros(10, np.float32),
-        "K": intrinsics_from_fov(w, h, 30.0).astype(np.float32),
+        "K": (intrinsics_from_fov(w, h, 30.0) if focal_px is None else
+              np.array([[focal_px, 0, w / 2], [0, focal_px, h / 2], [0, 0, 1]])).astype(np.float32),
         "cam_R": np.diag([1.0, -1.0, -1.0]).astype(np.float32),
         "cam_t": np.zeros(3, np.float32),
         "image_size": np.array([w, h], np.int32),

@@ -82,7 +82,7 @@ def describe_import(rig, result_path: str, check_frames=(0, -1)) -> dict:
         "bone_rest_rot": [np.round(np.array(b.matrix_local)[:3, :3], 6).tolist() for b in rig.data.bones],
         "vertex_groups": [g.name for g in mesh.vertex_groups],
         "modifiers": [m.type for m in mesh.modifiers],
-        "rig_action": rig_action.name, "key_action": key_ad.action.name,
+        "rig_action": rig_action.name, "key_action": key_ad.action.name, "slotted": compat.SLOTTED,
         "n_rig_fcurves": len(fcs), "n_key_fcurves": len(kfcs), "key_counts": key_counts,
         "key_frame_range": [min(fc.range()[0] for fc in kfcs), max(fc.range()[1] for fc in kfcs)],
         "scene_range": [bpy.context.scene.frame_start, bpy.context.scene.frame_end],
@@ -174,7 +174,7 @@ def s_repo_import(a: dict) -> dict:
             for f in res["frame_index"] + 1:
                 bpy.context.scene.frame_set(int(f))
                 got.append(list(imp.rig.pose.bones["jaw"].rotation_quaternion))
-            out["reapply"] = {"strength": imp.rig["flamecap_smoothing"],
+            out["reapply"] = {"strength": imp.rig["flamecap_smoothing"].to_dict(),
                               "max_change": float(np.nanmax(np.abs(np.array(got) - jaw_raw)))}
     return out
 
@@ -187,11 +187,19 @@ def s_track(a: dict) -> dict:
     s = bpy.context.scene.flamecap
     s.footage_source = "FILE"
     s.footage_path = a["footage"]
-    s.model_path = a.get("model", "")
+    prefs.model_path = a.get("model", "")
     s.output_path = a["output"]
     if a.get("range"):
         s.use_range = True
         s.frame_start, s.frame_end = a["range"]
+    if a.get("blocker"):  # an artist's object between the tracking camera and the head
+        me = bpy.data.meshes.new("Character")
+        me.from_pydata([(x, y, z) for x in (-0.05, 0.05) for y in (0.25, 0.35) for z in (-0.05, 0.05)], [],
+                       [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+        bpy.context.scene.collection.objects.link(bpy.data.objects.new("Character", me))
+    if a.get("lens"):
+        s.lens = "KNOWN"
+        s.focal_mm, s.sensor_mm = a["lens"]
     before = scene_state()
     error = ""
     try:
@@ -205,6 +213,90 @@ def s_track(a: dict) -> dict:
     rig = next((o for o in bpy.data.objects if o.get("flamecap_result")), None)
     if rig is not None:
         out["import"] = describe_import(rig, rig["flamecap_result"])
+        out["view"] = camera_view_state(rig)
+    return out
+
+
+def camera_view_state(rig) -> dict:
+    """What the artist sees through the scene camera: which camera, the default Cube, the fit-error curve."""
+    from importlib import import_module
+    compat = import_module(_addon_pkg() + ".anim_compat")
+    cube = bpy.data.objects.get("Cube")
+    ad = rig.animation_data
+    fc = compat.find_fcurve(ad.action, ad.action_slot if compat.SLOTTED else None, '["flamecap_fit_error_px"]')
+    return {"scene_camera": bpy.context.scene.camera.name if bpy.context.scene.camera else None,
+            "rig_camera": rig["flamecap_camera"].name,
+            "cube": None if cube is None else {"hidden": not cube.visible_get(), "hide_render": cube.hide_render},
+            "collection": [c.name for c in rig.users_collection],
+            "fit_error_keys": 0 if fc is None else len(fc.keyframe_points),
+            "worst_frames": list(rig.get("flamecap_worst_frames", [])),
+            "view_warning": bpy.context.scene.flamecap.view_warning}
+
+
+def render_alpha(path: str, width: int = 96) -> np.ndarray:
+    """Render the scene camera with Cycles (CPU, few samples, transparent film) and return the alpha (H, W):
+    1 where geometry covers the footage, 0 where the camera's background (the footage) shows."""
+    sc = bpy.context.scene
+    sc.render.engine = "CYCLES"
+    sc.cycles.device = "CPU"
+    sc.cycles.samples = 2
+    sc.render.film_transparent = True
+    sc.render.resolution_percentage = max(1, int(100 * width / sc.render.resolution_x))
+    sc.render.image_settings.file_format = "PNG"
+    sc.render.image_settings.color_mode = "RGBA"
+    sc.render.filepath = path
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(path)
+    px = np.empty(img.size[0] * img.size[1] * 4, np.float32)
+    img.pixels.foreach_get(px)
+    alpha = px.reshape(img.size[1], img.size[0], 4)[::-1, :, 3]
+    bpy.data.images.remove(img)
+    return alpha
+
+
+def s_demo(a: dict) -> dict:
+    """Try the demo in the factory startup file (Cube, Light, Camera), then look through the scene camera."""
+    mod = install(a["zip"])
+    prefs = bpy.context.preferences.addons[mod].preferences
+    prefs.python_path = a["python"]
+    before = scene_state()
+    r = bpy.ops.flamecap.try_demo(blocking=True, frames=int(a["frames"]))
+    s = bpy.context.scene.flamecap
+    out = {"op": sorted(r), "status": s.status, "error": s.error, "before": before, "after": scene_state()}
+    rig = next(o for o in bpy.data.objects if o.get("flamecap_result"))
+    out["view"] = camera_view_state(rig)
+    cam = rig["flamecap_camera"]
+    out["backgrounds"] = [(b.source, b.clip.filepath if b.clip else None) for b in cam.data.background_images]
+    out["show_background"] = cam.data.show_background_images
+    sc = bpy.context.scene
+    sc.frame_set(sc.frame_start)
+    # where the head is in the camera's frame (its evaluated vertices projected with Blender's camera)
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+    head = rig["flamecap_mesh"]
+    uv = np.array([tuple(world_to_camera_view(sc, cam, Vector(v.tolist())))[:2] for v in evaluated_world_vertices(head)])
+    alpha = render_alpha(os.path.join(a["out"], "view.png"))
+    H, W = alpha.shape
+    covered = alpha > 0.5
+    ys, xs = np.nonzero(covered)
+    out["render"] = {"size": [W, H], "coverage": float(covered.mean()),
+                     "bbox": [float(xs.min() / W), float(ys.min() / H), float(xs.max() / W), float(ys.max() / H)]
+                     if xs.size else None,
+                     "head_uv_bbox": [float(uv[:, 0].min()), float(1 - uv[:, 1].max()), float(uv[:, 0].max()),
+                                      float(1 - uv[:, 1].min())]}
+    cube = bpy.data.objects.get("Cube")
+    if cube is not None:  # the same view with the default Cube left visible: it fills the frame
+        cube.hide_render = False
+        out["render"]["coverage_with_cube"] = float((render_alpha(os.path.join(a["out"], "cube.png")) > 0.5).mean())
+        cube.hide_render = True
+    ui = sys.modules[mod + ".ui"]
+    panel = []
+    ui.draw_result(MockLayout(panel), bpy.context)
+    out["panel"] = panel
+    bpy.ops.flamecap.overlay(on=True)
+    out["overlay_on"] = [head.display_type, head.show_in_front]
+    bpy.ops.flamecap.overlay(on=False)
+    out["overlay_off"] = [head.display_type, head.show_in_front]
     return out
 
 
@@ -228,6 +320,7 @@ class MockLayout:
         mod, op = idname.split(".")
         assert hasattr(getattr(bpy.ops, mod), op), f"no operator {idname}"
         self.log.append(("operator", idname))
+        return type("OperatorProperties", (), {})()
 
     def label(self, text="", **k):
         self.log.append(("label", text))
@@ -258,7 +351,7 @@ def s_ui_and_prefs(a: dict) -> dict:
     prefs = ctx.preferences.addons[mod].preferences
     plog = []
     type(prefs).draw(type("P", (), {"layout": MockLayout(plog), **{k: getattr(prefs, k) for k in (
-        "python_path", "check_report", "check_ok", "model_path", "device")}})(), ctx)
+        "python_path", "base_python", "check_report", "check_ok", "model_path", "device")}})(), ctx)
     out["prefs_draw"] = plog
     try:
         bpy.ops.flamecap.setup_runtime()
@@ -283,7 +376,43 @@ def s_ui_and_prefs(a: dict) -> dict:
     return out
 
 
-SCENARIOS = {"ui_and_prefs": s_ui_and_prefs, "install_import": s_install_import, "repo_import": s_repo_import, "track": s_track}
+def s_setup_runtime(a: dict) -> dict:
+    """Set Up Runtime from a clean user folder, blocking, then Check (downloads from the package index)."""
+    import time
+    mod = install(a["zip"])
+    bpy.context.preferences.system.use_online_access = True
+    prefs = bpy.context.preferences.addons[mod].preferences
+    t0 = time.monotonic()
+    try:
+        r = sorted(bpy.ops.flamecap.setup_runtime())
+        err = ""
+    except RuntimeError as exc:
+        r, err = ["RAISED"], str(exc).strip().splitlines()[-1]
+    secs = time.monotonic() - t0
+    runtime = sys.modules[mod + ".prefs"].runtime_dir()
+    size = sum(f.stat().st_size for f in Path(runtime).rglob("*") if f.is_file() and not f.is_symlink())
+    return {"op": r, "error": err, "seconds": secs, "python_path": prefs.python_path, "runtime": runtime,
+            "runtime_bytes": size, "check_ok": prefs.check_ok, "check_report": prefs.check_report,
+            "online": bpy.app.online_access}
+
+
+def s_add_model(a: dict) -> dict:
+    """Add FLAME File… with the real core (``flamecap models add FILE --default``), then the checklist."""
+    mod = install(a["zip"])
+    prefs = bpy.context.preferences.addons[mod].preferences
+    prefs.python_path = a["python"]
+    ui = sys.modules[mod + ".ui"]
+    before = [list(x) for x in ui.checklist(bpy.context)]
+    try:
+        r, err = sorted(bpy.ops.flamecap.add_flame_file(filepath=a["model"])), ""
+    except RuntimeError as exc:
+        r, err = ["RAISED"], str(exc).strip().splitlines()[-1]
+    return {"op": r, "error": err, "check_ok": prefs.check_ok, "n_models": prefs.n_models,
+            "before": before, "after": [list(x) for x in ui.checklist(bpy.context)]}
+
+
+SCENARIOS = {"add_model": s_add_model, "setup_runtime": s_setup_runtime, "ui_and_prefs": s_ui_and_prefs, "install_import": s_install_import, "repo_import": s_repo_import,
+             "track": s_track, "demo": s_demo}
 
 if __name__ == "__main__":
     name, args = sys.argv[1], json.loads(sys.argv[2])

@@ -20,6 +20,13 @@ def test_zip_is_deterministic_and_vendors_the_contract(tmp_path, addon_zip):
         assert "blender_manifest.toml" in names and "__init__.py" in names
         assert "_vendor/flamecap_contract/result.py" in names
         assert "_vendor/flamecap_contract/conventions.py" in names
+        assert rep["core_wheel"].startswith("flamecap-") and "core_wheel/" + rep["core_wheel"] in names
+        import io
+        with zipfile.ZipFile(io.BytesIO(zf.read("core_wheel/" + rep["core_wheel"]))) as wh:
+            wnames = wh.namelist()
+            assert "flamecap/cli.py" in wnames and "flamecap/contract/result.py" in wnames
+            meta = wh.read(next(n for n in wnames if n.endswith(".dist-info/METADATA"))).decode()
+            assert "Requires-Python:" in meta and "Requires-Dist: torch" in meta
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
         assert {zi.date_time for zi in zf.infolist()} == {build_addon.FIXED_TIME}
 

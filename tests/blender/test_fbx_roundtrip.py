@@ -48,6 +48,7 @@ def test_fbx_roundtrip_flame_rig_and_character(tmp_path):
     assert out["max_rig_key_diff"] < 1e-3, out
     assert out["max_vertex_diff_m"] < 1e-4, out
     assert out["n_keys_char"] == 4 and out["max_char_key_diff"] < 1e-3, out
+    assert out["reimported_key_range"] == out["source_range"]   # no one-frame offset with the importer's defaults
     assert (tmp_path / "out.fbx").is_file() and not list(tmp_path.glob(".out.*"))
 
 
@@ -155,7 +156,7 @@ def s_roundtrip(a: dict) -> dict:
     export_fbx.export_fbx(a["fbx_char"], [char], preset="unity")
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    bpy.ops.import_scene.fbx(filepath=a["fbx"], anim_offset=0.0)  # FBX time = frame / fps
+    bpy.ops.import_scene.fbx(filepath=a["fbx"])  # the importer's defaults: keys land on their frames
     rig = next(o for o in bpy.data.objects if o.type == "ARMATURE")
     mesh = next(o for o in bpy.data.objects if o.type == "MESH")
     got_rot = _bone_world_deltas(rig, frames)
@@ -167,15 +168,18 @@ def s_roundtrip(a: dict) -> dict:
         bpy.context.scene.frame_set(f)
         vdiff = max(vdiff, float(np.max(np.linalg.norm(_world_vertices(mesh) - ref_verts[i], axis=1))))
     n_bones, n_keys_rig = len(rig.pose.bones), len(got_keys)
+    rfc = anim_compat.fcurves(rig.animation_data.action)
+    key_range = [min(fc.range()[0] for fc in rfc), max(fc.range()[1] for fc in rfc)]
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    bpy.ops.import_scene.fbx(filepath=a["fbx_char"], anim_offset=0.0)
+    bpy.ops.import_scene.fbx(filepath=a["fbx_char"])
     cm = next(o for o in bpy.data.objects if o.type == "MESH")
     got_char = _key_values(cm, cframes)
     char_diff = max(float(np.max(np.abs(ref_char[k] - got_char[k]))) for k in ref_char)
     return {"n_bones": n_bones, "n_keys_rig": n_keys_rig, "max_bone_rot_diff_rad": rot_diff,
             "max_rig_key_diff": key_diff, "max_vertex_diff_m": vdiff, "n_keys_char": len(got_char),
-            "max_char_key_diff": char_diff, "frames": frames, "exported": s["objects"]}
+            "max_char_key_diff": char_diff, "frames": frames, "exported": s["objects"],
+            "source_range": [imp.frame_start, imp.frame_end], "reimported_key_range": key_range}
 
 
 def s_errors(a: dict) -> dict:

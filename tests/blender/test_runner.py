@@ -26,6 +26,39 @@ def test_track_command_flags():
         assert argv[argv.index(flag) + 1] == val
 
 
+def test_core_arguments_parse_with_the_real_flamecap_parser(tmp_path):
+    """Every argv the add-on builds is accepted by the core's own parser (flamecap.cli, torch-free), with the
+    values the add-on meant."""
+    from flamecap.cli import build_parser
+    parse = lambda argv: build_parser().parse_args(argv[3:])  # noqa: E731  (drop "python -m flamecap")
+    a = parse(runner.track_command("py", "in.mp4", "o.npz", model="m.npz", quality="production", frame_start=4,
+                                   frame_end=12, device="cpu", focal_px=1234.5))
+    assert (a.command, a.footage, a.output, a.model, a.quality, a.start, a.end, a.device, a.progress) == (
+        "track", "in.mp4", "o.npz", "m.npz", "production", 4, 12, "cpu", "jsonl")
+    assert a.focal == 1234.5
+    a = parse(runner.track_command("py", "in.mp4", "o.npz"))
+    assert a.model is None and a.start == 0 and a.end is None and a.focal is None
+    a = parse(runner.demo_command("py", str(tmp_path / "demo"), frames=30))
+    assert (a.command, a.out, a.frames, a.no_blender, a.progress) == ("demo", str(tmp_path / "demo"), 30, True, "jsonl")
+    a = parse(runner.models_add_command("py", "flame2023_Open.pkl"))
+    assert (a.command, a.file, a.default) == ("models", "flame2023_Open.pkl", True)
+    a = parse(runner.models_download_command("py", "flame2023-open", "me@example.org"))
+    assert (a.release, a.username, a.password_stdin, a.default, a.progress) == (
+        "flame2023-open", "me@example.org", True, True, "jsonl")
+    a = parse(runner.python_check_command("py"))
+    assert a.command == "env" and a.json
+
+
+def test_error_line_is_the_error_not_a_log_line():
+    assert runner.error_line(["INFO flamecap.fit: fitting 75 frames", "error: out of memory; use --quality fast",
+                              "INFO flamecap: bye"], 9) == "out of memory; use --quality fast"
+    tb = ["INFO flamecap.fit: fitting", "Traceback (most recent call last):", '  File "x.py", line 1',
+          "RuntimeError: CUDA driver too old"]
+    assert runner.error_line(tb, 1) == "RuntimeError: CUDA driver too old"
+    assert runner.error_line(["INFO flamecap.fit: fitting 75 frames"], -9) == (
+        "the core exited with code -9 (last log: INFO flamecap.fit: fitting 75 frames)")
+
+
 def test_blocking_run_follows_progress_and_ignores_chatter(tmp_path, fake_python):
     footage = tmp_path / "f.mp4"
     footage.write_bytes(b"\0" * 100)
