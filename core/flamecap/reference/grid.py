@@ -37,21 +37,14 @@ MP_TO_68 = (127, 234, 132, 58, 172, 150, 176, 148, 152, 377, 400, 379, 397, 288,
 RAW = "mediapipe"
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def raw_mediapipe(video: Path, cache_dir: Path):
     """MediaPipe's 478 points on every frame (:class:`LandmarkTrack`), cached per clip and MediaPipe version."""
     import mediapipe
 
+    from ..flame.registry import sha256_file
     from ..landmarks import LandmarkTrack, get_aligner, track_footage
     from ..video import open_footage
-    key = hashlib.sha256(f"{_sha(video)}:{mediapipe.__version__}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{sha256_file(video)}:{mediapipe.__version__}".encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"{video.stem}_mp_{key}.npz"
     if path.is_file():
         return LandmarkTrack.load(path)

@@ -14,8 +14,8 @@ Rigs (:func:`make_rig`):
 
 Motion: :func:`flamecap.synth.motion_sequence` (talking jaw up to 20°, expressions, eyelid blinks, gaze steps,
 yaw sweep to ±40°, pitch/roll), 1280×720, the camera at a distance that keeps the head ~⅔ of the frame height
-for each lens. Appearance: the rig's painted albedo (brows, lips, lash lines, iris and pupil), dark back faces
-through the open mouth, key and fill area lights (:mod:`blender_addon.gt_render`), over a smooth textured
+for each lens. Appearance: the rig's painted albedo (brows, lips, lash lines, iris and pupil) with a dark mouth interior
+(:func:`render_albedo`), dark back faces through the open mouth, key and fill area lights (:mod:`blender_addon.gt_render`), over a smooth textured
 backdrop of random colours.
 
 Clips are cached in ``REFDATA/renders/NAME-KEY/`` (frames, ``gt.npz``, the rig ``model.npz``) keyed by the clip
@@ -45,7 +45,7 @@ from ..errors import FlameCapError, InputError
 from .tracking import DEFAULT_TRACK_CMD, ensure_result, result_vertices
 
 REPORT_FORMAT = "flamecap.reference-renders"
-RENDER_VERSION = 1          # bump when the scene or the ground truth written changes
+RENDER_VERSION = 2          # bump when the scene or the ground truth written changes
 RIGS = ("synthetic", "test", "alt")
 ALT_SEED = 7
 ALT_JAW_POWER = 0.5
@@ -153,6 +153,36 @@ def ground_truth(rig: FlameModelData, clip: RenderClip, s: RenderSettings) -> di
             "face_mask": np.asarray(rig["face_mask"], bool)}
 
 
+MOUTH_INTERIOR = np.array([0.16, 0.05, 0.05])
+
+
+def render_albedo(rig: FlameModelData, open_rad: float = 0.35, stretch: float = 1.8) -> np.ndarray:
+    """The rig's albedo with the mouth interior painted dark. The rigs paint everything inside the outer-lip
+    contour as lip, and their smooth jaw weights stretch the lips' inner surfaces into a sheet across the opening,
+    so an open mouth rendered as a pink plug. Interior = vertices near the mouth whose adjacent triangles grow
+    more than ``stretch``× in area when the jaw opens by ``open_rad`` (lips themselves barely stretch)."""
+    import torch
+
+    from ..flame.layer import FlameLayer, FlameParams
+    albedo = np.array(rig["vertex_albedo"], np.float64)
+    faces = np.asarray(rig.faces)
+    jaw = torch.zeros(2, 3)
+    jaw[1, 0] = open_rad
+    with torch.no_grad():
+        verts = FlameLayer(rig)(FlameParams(jaw_pose=jaw)).vertices.numpy().astype(np.float64)
+    area = [np.linalg.norm(np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]]), axis=1)
+            for v in verts]
+    ratio = area[1] / np.maximum(area[0], 1e-15)
+    grow = np.zeros(len(albedo))
+    np.maximum.at(grow, faces.ravel(), np.repeat(ratio, 3))
+    tri = verts[0][faces[np.asarray(rig["lmk68_face_idx"])]]
+    lmk = np.einsum("kcd,kc->kd", tri, np.asarray(rig["lmk68_bary"], float))
+    centre, half_w = lmk[48:68].mean(0), 0.5 * np.linalg.norm(lmk[54] - lmk[48])
+    interior = (np.linalg.norm(verts[0] - centre, axis=1) < 1.2 * half_w) & (grow > stretch)
+    albedo[interior] = MOUTH_INTERIOR
+    return albedo
+
+
 def render_boxes(points_2d: np.ndarray, s: RenderSettings, margin: float = 12.0) -> np.ndarray:
     """Per-frame box (T, 4: x0, y0, x1, y1 px) around the projected head, the only region Cycles traces."""
     lo = np.floor(np.nanmin(points_2d, axis=1) - margin)
@@ -198,7 +228,7 @@ def render_clip(clip: RenderClip, s: RenderSettings, ref_dir: Path, cache: Path,
     try:
         gt = ground_truth(rig, clip, s)
         scene = {"vertices_cam": gt["vertices_cam"], "faces": np.asarray(rig.faces),
-                 "albedo": np.asarray(rig["vertex_albedo"], np.float32), "K": gt["K"], "image_size": gt["image_size"],
+                 "albedo": render_albedo(rig).astype(np.float32), "K": gt["K"], "image_size": gt["image_size"],
                  "samples": np.array(s.samples), "threads": np.array(s.threads), "denoise": np.array(s.denoise),
                  "border": render_boxes(gt["points_2d"], s)}
         np.savez(tmp / "scene.npz", **scene)
