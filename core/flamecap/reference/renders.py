@@ -15,8 +15,8 @@ Rigs (:func:`make_rig`):
 Motion: :func:`flamecap.synth.motion_sequence` (talking jaw up to 20°, expressions, eyelid blinks, gaze steps,
 yaw sweep to ±40°, pitch/roll), 1280×720, the camera at a distance that keeps the head ~⅔ of the frame height
 for each lens. Appearance: the rig's painted albedo (brows, lips, lash lines, iris and pupil) with a dark mouth interior
-(:func:`render_albedo`), dark back faces through the open mouth, key and fill area lights (:mod:`blender_addon.gt_render`), over a smooth textured
-backdrop of random colours.
+(:func:`render_albedo`), dark back faces through the open mouth, key and fill area lights
+(:mod:`blender_addon.gt_render`), over a smooth textured backdrop of random colours.
 
 Clips are cached in ``REFDATA/renders/NAME-KEY/`` (frames, ``gt.npz``, the rig ``model.npz``) keyed by the clip
 spec and the render settings, so re-tracking after a fitter change needs no rendering.
@@ -301,6 +301,7 @@ def clip_metrics(gt: dict[str, np.ndarray], rig: FlameModelData, result) -> dict
     """Every figure of one tracked clip (see the module docstring)."""
     from ..bench import project_points, to_camera
     from ..metrics import ssme
+    from .metrics68 import correlation
     ok = np.asarray(result["valid"], bool)
     face = np.asarray(gt["face_mask"], bool)
     verts = result_vertices(result, rig)
@@ -331,6 +332,7 @@ def clip_metrics(gt: dict[str, np.ndarray], rig: FlameModelData, result) -> dict
     m = lambda x: _f(np.mean(x[ok])) if ok.any() else None  # noqa: E731
     out = {"valid_frames": int(ok.sum()), "frames": int(len(ok)),
            "jaw_opening_ratio": _f(jaw_opening_ratio(jaw_fit[ok], jaw_gt[ok])),
+           "jaw_opening_corr": _f(correlation(jaw_fit, jaw_gt, ok)),
            "jaw_open_max_deg": {"fit": _f(jaw_fit[ok].max()), "true": _f(jaw_gt.max())},
            "jaw_error_deg": m(jaw_err), "head_rot_error_deg": m(_angle_deg(head_fit, head_gt)),
            "gaze_error_deg": m((eyes["left"][0] + eyes["right"][0]) / 2),
@@ -345,13 +347,13 @@ def clip_metrics(gt: dict[str, np.ndarray], rig: FlameModelData, result) -> dict
            "stored_fit_error_px": _f(np.nanmean(np.asarray(result["fit_error_px"], float)[ok])) if ok.any()
            else None}
     if "eyelids" in gt and "eyelids" in result:
-        from .metrics68 import correlation
         out["eyelid_corr"] = _f(correlation(np.asarray(result["eyelids"], float).mean(1),
                                             np.asarray(gt["eyelids"], float).mean(1), ok))
     return out
 
 
-SUMMARY_KEYS = ("jaw_opening_ratio", "jaw_error_deg", "head_rot_error_deg", "gaze_error_deg", "eye_rot_error_deg",
+SUMMARY_KEYS = ("jaw_opening_ratio", "jaw_opening_corr", "jaw_error_deg", "head_rot_error_deg", "gaze_error_deg",
+                "eye_rot_error_deg",
                 "procrustes_face_mm", "neutral_template_procrustes_mm", "procrustes_ratio_vs_neutral",
                 "focal_error_pct", "depth_error_pct", "ssme_mean_px", "true_reprojection_px", "stored_fit_error_px",
                 "eyelid_corr")
@@ -373,7 +375,8 @@ def _fmt(x, nd=2) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
 
 
-COLUMNS = (("jaw ratio", "jaw_opening_ratio", 3), ("jaw °", "jaw_error_deg", 2), ("head °", "head_rot_error_deg", 2),
+COLUMNS = (("jaw ratio", "jaw_opening_ratio", 3), ("jaw r", "jaw_opening_corr", 2), ("jaw °", "jaw_error_deg", 2),
+           ("head °", "head_rot_error_deg", 2),
            ("gaze °", "gaze_error_deg", 2), ("eye rot °", "eye_rot_error_deg", 2),
            ("Procrustes mm", "procrustes_face_mm", 2), ("neutral mm", "neutral_template_procrustes_mm", 2),
            ("ratio", "procrustes_ratio_vs_neutral", 3), ("focal err %", "focal_error_pct", 1),
@@ -386,7 +389,8 @@ def markdown(report: dict) -> str:
     head = "| clip | rig | focal | quality | fitted focal | " + " | ".join(t for t, _, _ in COLUMNS) + " |"
     sep = "|" + "---|" * (len(COLUMNS) + 5)
     lines = [f"# Rendered ground truth (Blender Cycles, {report['settings']['width']}×{report['settings']['height']}, "
-             f"{report['settings']['samples']} samples{' + denoise' if report['settings']['denoise'] else ''})", "", report["notes"], "", head, sep]
+             f"{report['settings']['samples']} samples{' + denoise' if report['settings']['denoise'] else ''})", "",
+             report["notes"], "", head, sep]
     for c in report["clips"]:
         for q, v in c["qualities"].items():
             lines.append(f"| {c['name']} | {c['rig']} | {c['focal_px']:.0f} | {q} | {v['focal_px']['fit']:.0f} | " +
@@ -399,7 +403,8 @@ def markdown(report: dict) -> str:
 
 
 NOTES = ("Tracked with `flamecap track` (estimated focal) using the rendering rig as the model. jaw ratio: "
-         "least-squares slope of fitted on true jaw opening (x rotation). Rotation errors: geodesic, mean over "
+         "least-squares slope of fitted on true jaw opening (x rotation); jaw r: their correlation. Rotation "
+         "errors: geodesic, mean over "
          "valid frames; head in the camera frame; gaze: angle between fitted and true eye forward axes in the "
          "camera frame; eye rot: the eye joints' own rotation. Procrustes: per frame, face-region vertices "
          "similarity-aligned to the truth, mean distance; neutral = the rig's template with no fit. depth err: mean "
