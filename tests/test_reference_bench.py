@@ -194,6 +194,7 @@ def test_alt_rig_differs_in_expression_basis_and_jaw_skinning(flame_reference_di
 
 
 @pytest.mark.slow
+@pytest.mark.blender
 def test_cycles_render_one_small_frame(tmp_path):
     pytest.importorskip("bpy", reason="bpy (headless Blender) is not installed in this Python")
     from flamecap.reference.renders import RenderClip, RenderSettings, render_clip

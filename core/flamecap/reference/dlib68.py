@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..flame.registry import sha256_file
 
 MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
 # sha256 of the file in Debian's libdlib-data 19.24+dfsg-1 (dlib's published 68-point model)
@@ -33,21 +34,13 @@ class ReferenceUnavailable(InputError):
     """dlib or its 68-point model file is missing (the reference bench cannot run)."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_model(refdata: Path, explicit: str | os.PathLike | None = None) -> Path:
     """The checked model file: ``explicit``, else ``REFDATA/shape_predictor_68_face_landmarks.dat``.
     Raises :class:`ReferenceUnavailable` when absent, :class:`InputError` when its sha256 differs."""
     path = Path(explicit) if explicit else Path(refdata) / MODEL_FILE
     if not path.is_file():
         raise ReferenceUnavailable(f"dlib's 68-point model is not at {path}; {SETUP_HINT}")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != MODEL_SHA256:
         raise InputError(f"{path} has sha256 {digest[:12]}…, not the libdlib-data 19.24 model "
                          f"({MODEL_SHA256[:12]}…); re-extract it: {SETUP_HINT}")
@@ -87,7 +80,7 @@ def detect_clip(video: Path, model_path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def reference_points(video: Path, model_path: Path, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """:func:`detect_clip`, cached in ``cache_dir`` keyed by the clip's and the model's sha256."""
-    key = hashlib.sha256(f"{_sha256(video)}:{MODEL_SHA256}:{CACHE_VERSION}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{sha256_file(video)}:{MODEL_SHA256}:{CACHE_VERSION}".encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"{video.stem}_{key}.npz"
     if path.is_file():
         with np.load(path) as z:

@@ -37,21 +37,14 @@ MP_TO_68 = (127, 234, 132, 58, 172, 150, 176, 148, 152, 377, 400, 379, 397, 288,
 RAW = "mediapipe"
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def raw_mediapipe(video: Path, cache_dir: Path):
     """MediaPipe's 478 points on every frame (:class:`LandmarkTrack`), cached per clip and MediaPipe version."""
     import mediapipe
 
+    from ..flame.registry import sha256_file
     from ..landmarks import LandmarkTrack, get_aligner, track_footage
     from ..video import open_footage
-    key = hashlib.sha256(f"{_sha(video)}:{mediapipe.__version__}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{sha256_file(video)}:{mediapipe.__version__}".encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"{video.stem}_mp_{key}.npz"
     if path.is_file():
         return LandmarkTrack.load(path)
@@ -210,7 +203,8 @@ def _row(name: str, src: str, s: dict) -> str:
     cells = [name, src]
     for title, path in CLIP_COLUMNS:
         if title == "eye r R/L":
-            cells.append(f"{_fmt(_dig(s, ('eyes', 'right', 'corr_ref')))}/{_fmt(_dig(s, ('eyes', 'left', 'corr_ref')))}")
+            r, lft = (_fmt(_dig(s, ("eyes", side, "corr_ref"))) for side in ("right", "left"))
+            cells.append(f"{r}/{lft}")
         elif title == "blinks":
             b = s["blinks"]
             cells.append(f"{b['reproduced']}/{b['total']} ({len(b['detected'])} det)")
@@ -251,8 +245,9 @@ def markdown(report: dict) -> str:
 
 NOTES = ("NME: mean point distance over the reference's inter-ocular distance (outer eye corners 36/45), %, "
          "over frames where dlib, MediaPipe and every fit have the face. Fitted points: FLAME's official 68-point "
-         "embedding on the fitted mesh through the result's camera (its inner-lip rows put in upper/lower order when the "
-         "template has them crossed, see embedding_inner_lips_crossed_mm). Raw MediaPipe: its 478 points through a fixed "
+         "embedding on the fitted mesh through the result's camera (its inner-lip rows put in upper/lower order when "
+         "the template has them crossed, see embedding_inner_lips_crossed_mm). Raw MediaPipe: its 478 points through "
+         "a fixed "
          "478→68 table. Δ = fitted − MediaPipe (points). offset-removed: each point's mean offset over the clip "
          "removed. Mouth: inner-lip gap / IOD; r = Pearson correlation with dlib's, amp = std ratio. Eyes: lid gap "
          "/ IOD per eye; mean/ref = mean opening over dlib's. Blinks: local minima of the mean eye opening below "
@@ -287,8 +282,8 @@ def run_grid_reference(out_dir: Path, grid: Path, clips: str = "all", qualities:
     out_dir.mkdir(parents=True, exist_ok=True)
     model = flame_reference_head(ref_dir)
     model_path = save_model_npz(out_dir / "bench_head.npz", model)
-    emb_idx, emb_bary, lip_cross_mm = inner_lip_order(model["v_template"], model.faces,
-                                                       *load_static_embedding_68(ref_dir / "flame_static_embedding_68.pkl"))
+    official = load_static_embedding_68(ref_dir / "flame_static_embedding_68.pkl")
+    emb_idx, emb_bary, lip_cross_mm = inner_lip_order(model["v_template"], model.faces, *official)
     reuse = results_dir is not None
     rdir = Path(results_dir) if reuse else out_dir / "results"
     clips_out, track_s = [], {}

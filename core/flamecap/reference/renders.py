@@ -14,9 +14,9 @@ Rigs (:func:`make_rig`):
 
 Motion: :func:`flamecap.synth.motion_sequence` (talking jaw up to 20°, expressions, eyelid blinks, gaze steps,
 yaw sweep to ±40°, pitch/roll), 1280×720, the camera at a distance that keeps the head ~⅔ of the frame height
-for each lens. Appearance: the rig's painted albedo (brows, lips, lash lines, iris and pupil), dark back faces
-through the open mouth, key and fill area lights (:mod:`blender_addon.gt_render`), over a smooth textured
-backdrop of random colours.
+for each lens. Appearance: the rig's painted albedo (brows, lips, lash lines, iris and pupil) with a dark mouth interior
+(:func:`render_albedo`), dark back faces through the open mouth, key and fill area lights
+(:mod:`blender_addon.gt_render`), over a smooth textured backdrop of random colours.
 
 Clips are cached in ``REFDATA/renders/NAME-KEY/`` (frames, ``gt.npz``, the rig ``model.npz``) keyed by the clip
 spec and the render settings, so re-tracking after a fitter change needs no rendering.
@@ -45,7 +45,7 @@ from ..errors import FlameCapError, InputError
 from .tracking import DEFAULT_TRACK_CMD, ensure_result, result_vertices
 
 REPORT_FORMAT = "flamecap.reference-renders"
-RENDER_VERSION = 1          # bump when the scene or the ground truth written changes
+RENDER_VERSION = 2          # bump when the scene or the ground truth written changes
 RIGS = ("synthetic", "test", "alt")
 ALT_SEED = 7
 ALT_JAW_POWER = 0.5
@@ -153,6 +153,36 @@ def ground_truth(rig: FlameModelData, clip: RenderClip, s: RenderSettings) -> di
             "face_mask": np.asarray(rig["face_mask"], bool)}
 
 
+MOUTH_INTERIOR = np.array([0.16, 0.05, 0.05])
+
+
+def render_albedo(rig: FlameModelData, open_rad: float = 0.35, stretch: float = 1.8) -> np.ndarray:
+    """The rig's albedo with the mouth interior painted dark. The rigs paint everything inside the outer-lip
+    contour as lip, and their smooth jaw weights stretch the lips' inner surfaces into a sheet across the opening,
+    so an open mouth rendered as a pink plug. Interior = vertices near the mouth whose adjacent triangles grow
+    more than ``stretch``× in area when the jaw opens by ``open_rad`` (lips themselves barely stretch)."""
+    import torch
+
+    from ..flame.layer import FlameLayer, FlameParams
+    albedo = np.array(rig["vertex_albedo"], np.float64)
+    faces = np.asarray(rig.faces)
+    jaw = torch.zeros(2, 3)
+    jaw[1, 0] = open_rad
+    with torch.no_grad():
+        verts = FlameLayer(rig)(FlameParams(jaw_pose=jaw)).vertices.numpy().astype(np.float64)
+    area = [np.linalg.norm(np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]]), axis=1)
+            for v in verts]
+    ratio = area[1] / np.maximum(area[0], 1e-15)
+    grow = np.zeros(len(albedo))
+    np.maximum.at(grow, faces.ravel(), np.repeat(ratio, 3))
+    tri = verts[0][faces[np.asarray(rig["lmk68_face_idx"])]]
+    lmk = np.einsum("kcd,kc->kd", tri, np.asarray(rig["lmk68_bary"], float))
+    centre, half_w = lmk[48:68].mean(0), 0.5 * np.linalg.norm(lmk[54] - lmk[48])
+    interior = (np.linalg.norm(verts[0] - centre, axis=1) < 1.2 * half_w) & (grow > stretch)
+    albedo[interior] = MOUTH_INTERIOR
+    return albedo
+
+
 def render_boxes(points_2d: np.ndarray, s: RenderSettings, margin: float = 12.0) -> np.ndarray:
     """Per-frame box (T, 4: x0, y0, x1, y1 px) around the projected head, the only region Cycles traces."""
     lo = np.floor(np.nanmin(points_2d, axis=1) - margin)
@@ -198,7 +228,7 @@ def render_clip(clip: RenderClip, s: RenderSettings, ref_dir: Path, cache: Path,
     try:
         gt = ground_truth(rig, clip, s)
         scene = {"vertices_cam": gt["vertices_cam"], "faces": np.asarray(rig.faces),
-                 "albedo": np.asarray(rig["vertex_albedo"], np.float32), "K": gt["K"], "image_size": gt["image_size"],
+                 "albedo": render_albedo(rig).astype(np.float32), "K": gt["K"], "image_size": gt["image_size"],
                  "samples": np.array(s.samples), "threads": np.array(s.threads), "denoise": np.array(s.denoise),
                  "border": render_boxes(gt["points_2d"], s)}
         np.savez(tmp / "scene.npz", **scene)
@@ -271,6 +301,7 @@ def clip_metrics(gt: dict[str, np.ndarray], rig: FlameModelData, result) -> dict
     """Every figure of one tracked clip (see the module docstring)."""
     from ..bench import project_points, to_camera
     from ..metrics import ssme
+    from .metrics68 import correlation
     ok = np.asarray(result["valid"], bool)
     face = np.asarray(gt["face_mask"], bool)
     verts = result_vertices(result, rig)
@@ -301,6 +332,7 @@ def clip_metrics(gt: dict[str, np.ndarray], rig: FlameModelData, result) -> dict
     m = lambda x: _f(np.mean(x[ok])) if ok.any() else None  # noqa: E731
     out = {"valid_frames": int(ok.sum()), "frames": int(len(ok)),
            "jaw_opening_ratio": _f(jaw_opening_ratio(jaw_fit[ok], jaw_gt[ok])),
+           "jaw_opening_corr": _f(correlation(jaw_fit, jaw_gt, ok)),
            "jaw_open_max_deg": {"fit": _f(jaw_fit[ok].max()), "true": _f(jaw_gt.max())},
            "jaw_error_deg": m(jaw_err), "head_rot_error_deg": m(_angle_deg(head_fit, head_gt)),
            "gaze_error_deg": m((eyes["left"][0] + eyes["right"][0]) / 2),
@@ -315,13 +347,13 @@ def clip_metrics(gt: dict[str, np.ndarray], rig: FlameModelData, result) -> dict
            "stored_fit_error_px": _f(np.nanmean(np.asarray(result["fit_error_px"], float)[ok])) if ok.any()
            else None}
     if "eyelids" in gt and "eyelids" in result:
-        from .metrics68 import correlation
         out["eyelid_corr"] = _f(correlation(np.asarray(result["eyelids"], float).mean(1),
                                             np.asarray(gt["eyelids"], float).mean(1), ok))
     return out
 
 
-SUMMARY_KEYS = ("jaw_opening_ratio", "jaw_error_deg", "head_rot_error_deg", "gaze_error_deg", "eye_rot_error_deg",
+SUMMARY_KEYS = ("jaw_opening_ratio", "jaw_opening_corr", "jaw_error_deg", "head_rot_error_deg", "gaze_error_deg",
+                "eye_rot_error_deg",
                 "procrustes_face_mm", "neutral_template_procrustes_mm", "procrustes_ratio_vs_neutral",
                 "focal_error_pct", "depth_error_pct", "ssme_mean_px", "true_reprojection_px", "stored_fit_error_px",
                 "eyelid_corr")
@@ -343,7 +375,8 @@ def _fmt(x, nd=2) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
 
 
-COLUMNS = (("jaw ratio", "jaw_opening_ratio", 3), ("jaw °", "jaw_error_deg", 2), ("head °", "head_rot_error_deg", 2),
+COLUMNS = (("jaw ratio", "jaw_opening_ratio", 3), ("jaw r", "jaw_opening_corr", 2), ("jaw °", "jaw_error_deg", 2),
+           ("head °", "head_rot_error_deg", 2),
            ("gaze °", "gaze_error_deg", 2), ("eye rot °", "eye_rot_error_deg", 2),
            ("Procrustes mm", "procrustes_face_mm", 2), ("neutral mm", "neutral_template_procrustes_mm", 2),
            ("ratio", "procrustes_ratio_vs_neutral", 3), ("focal err %", "focal_error_pct", 1),
@@ -356,7 +389,8 @@ def markdown(report: dict) -> str:
     head = "| clip | rig | focal | quality | fitted focal | " + " | ".join(t for t, _, _ in COLUMNS) + " |"
     sep = "|" + "---|" * (len(COLUMNS) + 5)
     lines = [f"# Rendered ground truth (Blender Cycles, {report['settings']['width']}×{report['settings']['height']}, "
-             f"{report['settings']['samples']} samples{' + denoise' if report['settings']['denoise'] else ''})", "", report["notes"], "", head, sep]
+             f"{report['settings']['samples']} samples{' + denoise' if report['settings']['denoise'] else ''})", "",
+             report["notes"], "", head, sep]
     for c in report["clips"]:
         for q, v in c["qualities"].items():
             lines.append(f"| {c['name']} | {c['rig']} | {c['focal_px']:.0f} | {q} | {v['focal_px']['fit']:.0f} | " +
@@ -369,7 +403,8 @@ def markdown(report: dict) -> str:
 
 
 NOTES = ("Tracked with `flamecap track` (estimated focal) using the rendering rig as the model. jaw ratio: "
-         "least-squares slope of fitted on true jaw opening (x rotation). Rotation errors: geodesic, mean over "
+         "least-squares slope of fitted on true jaw opening (x rotation); jaw r: their correlation. Rotation "
+         "errors: geodesic, mean over "
          "valid frames; head in the camera frame; gaze: angle between fitted and true eye forward axes in the "
          "camera frame; eye rot: the eye joints' own rotation. Procrustes: per frame, face-region vertices "
          "similarity-aligned to the truth, mean distance; neutral = the rig's template with no fit. depth err: mean "
