@@ -60,11 +60,16 @@ INNER_LIPS = (78, 308) + UPPER_INNER_LIP + LOWER_INNER_LIP
 RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
 LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
 IRISES = tuple(range(468, 478))
-# iBUG-68 point → MediaPipe point (jaw line, brows, nose, eyes, outer and inner lips)
-MP_FOR_68 = (162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
-             70, 63, 105, 66, 107, 336, 296, 334, 293, 300, 168, 197, 5, 4, 75, 97, 2, 326, 305,
-             33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
-             61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87)
+# MediaPipe FaceMesh (478) → iBUG/dlib 68, one MediaPipe point per 68-point: the correspondence commonly used
+# to compare the two schemes. Checked against FLAME's two official embeddings on the template: the 51 inner
+# points that the 105-point MediaPipe embedding also holds land 0.2–4.9 mm from FLAME's 68-point ones (the two
+# annotation conventions differ most on the brows' inner ends and the lower outer lip).
+MP_TO_68 = (127, 234, 132, 58, 172, 150, 176, 148, 152, 377, 400, 379, 397, 288, 361, 454, 356,   # jaw line
+            70, 63, 105, 66, 107, 336, 296, 334, 293, 300,                                      # brows
+            168, 197, 5, 4, 75, 97, 2, 326, 305,                                                # nose
+            33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,                          # eyes
+            61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,                                # outer mouth
+            78, 82, 13, 312, 308, 317, 14, 87)                                                  # inner mouth
 
 # parts of a head (per triangle, from the rig's skinning) and the parts each MediaPipe point may bind to
 HEAD, JAW_SKIN, EYEBALL = 0, 1, 2

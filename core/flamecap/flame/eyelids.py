@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..binding.base import SurfaceBinding
+from ..binding.mediapipe import MP_TO_68
 from ..contract.model_format import FlameModelData
 from ..errors import ModelError
 from . import face_regions as fr
 
 # iBUG-68 eye points (36–47) → MediaPipe points: corners, upper lid, lower lid of each eye
-_EYE68_MP = (33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380)
+_EYE68_MP = MP_TO_68[36:48]
 
 
 def eye_landmarks_68(model: FlameModelData, binding: SurfaceBinding | None) -> np.ndarray:

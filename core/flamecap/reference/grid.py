@@ -9,31 +9,20 @@ Head: the FLAME-topology test head (the one ``flamecap bench`` uses), written to
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..binding.mediapipe import MP_TO_68
 from ..errors import InputError
 from . import metrics68 as M
 from .dlib68 import find_model, reference_points, require_dlib
-from .tracking import DEFAULT_TRACK_CMD, ensure_result, project_surface, result_vertices
+from .tracking import DEFAULT_TRACK_CMD, ensure_result, write_report, project_surface, result_vertices
 
 REPORT_FORMAT = "flamecap.reference-grid"
-# MediaPipe FaceMesh (478) → iBUG/dlib 68, one MediaPipe point per 68-point: the correspondence commonly used
-# to compare the two schemes. Checked against FLAME's two official embeddings on the template: the 51 inner
-# points that the 105-point MediaPipe embedding also holds land 0.2–4.9 mm from FLAME's 68-point ones (the two
-# annotation conventions differ most on the brows' inner ends and the lower outer lip).
-MP_TO_68 = (127, 234, 132, 58, 172, 150, 176, 148, 152, 377, 400, 379, 397, 288, 361, 454, 356,   # jaw line
-            70, 63, 105, 66, 107, 336, 296, 334, 293, 300,                                      # brows
-            168, 197, 5, 4, 75, 97, 2, 326, 305,                                                # nose
-            33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,                          # eyes
-            61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,                                # outer mouth
-            78, 82, 13, 312, 308, 317, 14, 87)                                                  # inner mouth
 RAW = "mediapipe"
 
 
@@ -313,11 +302,6 @@ def run_grid_reference(out_dir: Path, grid: Path, clips: str = "all", qualities:
               "track_wall_s": {q: _mean(v) for q, v in track_s.items()},
               "clips": clips_out, "summary": summarise(clips_out)}
     report["total_s"] = time.perf_counter() - t_start
-    tmp = out_dir / ".reference_grid.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    os.replace(tmp, out_dir / "reference_grid.json")
-    tmp = out_dir / ".reference_grid.md.tmp"
-    tmp.write_text(markdown(report), encoding="utf-8")
-    os.replace(tmp, out_dir / "reference_grid.md")
+    write_report(out_dir, "reference_grid", report, markdown)
     prog("reference", 1.0, f"wrote {out_dir / 'reference_grid.json'}")
     return report

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..contract.model_format import FlameModelData
 from ..errors import FlameCapError, InputError
-from .tracking import DEFAULT_TRACK_CMD, ensure_result, result_vertices
+from .tracking import DEFAULT_TRACK_CMD, ensure_result, write_report, result_vertices
 
 REPORT_FORMAT = "flamecap.reference-renders"
 RENDER_VERSION = 2          # bump when the scene or the ground truth written changes
@@ -454,11 +454,6 @@ def run_render_reference(out_dir: Path, qualities: tuple[str, ...] = ("fast",), 
               "track_cmd": track_cmd, "results_dir": str(rdir), "clips": clips_out, "summary": summarise(clips_out)}
     report["total_s"] = time.perf_counter() - t_start
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".reference_renders.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    os.replace(tmp, out_dir / "reference_renders.json")
-    tmp = out_dir / ".reference_renders.md.tmp"
-    tmp.write_text(markdown(report), encoding="utf-8")
-    os.replace(tmp, out_dir / "reference_renders.md")
+    write_report(out_dir, "reference_renders", report, markdown)
     prog("reference", 1.0, f"wrote {out_dir / 'reference_renders.json'}")
     return report

@@ -6,15 +6,18 @@ The tracking runs as a separate process, exactly as a user runs it, so the figur
 skip tracking altogether."""
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..contract.model_format import FlameModelData
+from ..contract.npzio import atomic_output
 from ..errors import FlameCapError, InputError
 
 # {python} {video} {out} {model} {quality} are filled in (shell-quoted); the rest is passed as written.
@@ -87,3 +90,11 @@ def project_surface(verts: np.ndarray, faces: np.ndarray, face_idx: np.ndarray, 
                          np.asarray(result["K"], float))
     pts[~np.asarray(result["valid"], bool)] = np.nan
     return pts
+
+
+def write_report(out_dir: Path, stem: str, report: dict, markdown: Callable[[dict], str]) -> Path:
+    """``out_dir/stem.json`` and ``out_dir/stem.md`` (the table ``markdown`` makes), each written atomically."""
+    for suffix, text in ((".json", json.dumps(report, indent=2)), (".md", markdown(report))):
+        with atomic_output(out_dir / f"{stem}{suffix}") as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return out_dir / f"{stem}.json"
