@@ -25,8 +25,9 @@ from flamecap.retarget.synthetic import make_result
 # 6 renders instead of the default 30: enough views for a robust median, fast enough for CI
 FAST = CalibrationConfig(yaws_deg=(-20.0, 0.0, 20.0), pitches_deg=(-8.0, 8.0), lights=((0.3, -0.4, -1.0),),
                          min_views=3)
-# expression components (SEMANTIC_EXPRESSIONS order) → ARKit names the character's keys get
-KEYS = {0: "mouthSmile", 2: "mouthPucker", 5: "browInnerUp", 7: "cheekPuff", 8: "eyeBlinkLeft",
+# expression components (SEMANTIC_EXPRESSIONS order) → ARKit names the character's keys get; "lid0" is the
+# left eyelid shape: eyeBlink keys close the eye, and the retarget drives them from the eye closure
+KEYS = {0: "mouthSmile", 2: "mouthPucker", 5: "browInnerUp", 7: "cheekPuff", "lid0": "eyeBlinkLeft",
         12: "mouthFrown"}
 CM_PER_M = 100.0
 
@@ -43,8 +44,13 @@ class Character:
         comps = list(KEYS)
         E = model.n_expr
         expr = np.zeros((len(comps), E))
-        expr[np.arange(len(comps)), comps] = 2.0
-        keyres = make_result(model, shape, expr=expr)
+        lids = np.zeros((len(comps), 2))
+        for i, c in enumerate(comps):
+            if c == "lid0":
+                lids[i, 0] = 1.0
+            else:
+                expr[i, c] = 2.0
+        keyres = make_result(model, shape, expr=expr, eyelids=lids)
         deltas = np.stack([self.vec(d) for d in face_displacements(keyres)])
         self.perm = rng.permutation(len(neutral))
         inv = np.argsort(self.perm)
@@ -55,8 +61,13 @@ class Character:
         W = 0.5 + 0.5 * np.sin(2 * np.pi * (rng.uniform(0.5, 1.5, len(comps)) * tt + rng.uniform(0, 1, len(comps))))
         self.weights = np.clip(1.3 * W - 0.15, 0.0, 1.0)
         seq = np.zeros((n_frames, E))
-        seq[:, comps] = 2.0 * self.weights
-        self.source = make_result(model, np.zeros(model.n_shape), expr=seq)
+        seq_lids = np.zeros((n_frames, 2))
+        for i, c in enumerate(comps):
+            if c == "lid0":
+                seq_lids[:, 0] = self.weights[:, i]
+            else:
+                seq[:, c] = 2.0 * self.weights[:, i]
+        self.source = make_result(model, np.zeros(model.n_shape), expr=seq, eyelids=seq_lids)
 
     def vec(self, d):
         return CM_PER_M * flame_to_blender_points(d) @ self.R.T

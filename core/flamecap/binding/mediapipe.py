@@ -189,8 +189,11 @@ def closest_surface_binding(points: np.ndarray, vertices: np.ndarray, faces: np.
     counts = np.bincount(f.ravel(), minlength=len(v))
     starts = np.r_[0, np.cumsum(counts)]
     tri_of = order // 3
-    _, nn = cKDTree(v).query(q, k=min(k_vertices, len(v)))
-    nn = np.atleast_2d(nn)
+    # Only vertices of the given faces are candidates: a subset of the mesh (one part) leaves the rest
+    # without triangles.
+    used = np.flatnonzero(counts)
+    _, nn = cKDTree(v[used]).query(q, k=min(k_vertices, len(used)))
+    nn = used[np.atleast_2d(nn).reshape(len(q), -1)]
     best_f = np.zeros(len(q), np.int64)
     best_b = np.zeros((len(q), 3))
     for i in range(len(q)):
