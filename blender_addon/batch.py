@@ -93,14 +93,10 @@ def build_batch_argv(context) -> tuple[list[str], str]:
     pr = prefs.get_prefs(context)
     footage = selected_footage(context)
     outdir = os.path.normpath(bpy.path.abspath(b.output_dir)) if b.output_dir else prefs.user_dir("batch")
-    model = settings.model_path or pr.model_path
-    if model and (os.sep in model or "/" in model or model.lower().endswith((".npz", ".pkl"))):
-        model = os.path.normpath(bpy.path.abspath(model))
-        if not os.path.isfile(model):
-            raise BatchInputError(f"head model not found: {model}; set it in the FlameCap preferences")
-    python = bpy.path.abspath(pr.python_path) if pr.python_path else ""
-    if not python:
-        raise BatchInputError("no core Python set: Preferences > Add-ons > FlameCap > Core Python, then Check")
+    try:
+        model, python = prefs.core_inputs(pr)
+    except ValueError as e:
+        raise BatchInputError(str(e)) from None
     return batch_command(python, footage, outdir, model=model, quality=settings.quality, device=pr.device,
                          workers=b.workers), outdir
 
@@ -124,7 +120,7 @@ def _sync(context, run: BatchRun) -> None:
         if b.import_results and row.status in ("done", "skipped") and row.result and not row.imported:
             try:
                 scene.import_result(row.result, scene.ImportOptions(name=name, take=f"{name}_take",
-                                                                    smoothing=context.scene.flamecap.smoothing),
+                                                                    smoothing=context.scene.flamecap.smoothing()),
                                     context)
                 row.imported = True
             except scene.ResultImportError as exc:

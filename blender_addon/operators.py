@@ -55,14 +55,10 @@ def build_track_argv(context) -> tuple[list[str], str]:
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = os.path.join(prefs.user_dir("results"), f"{Path(footage).stem}-{stamp}.npz")
-    model = pr.model_path
-    if model and (os.sep in model or "/" in model or model.lower().endswith((".npz", ".pkl"))):
-        model = os.path.normpath(bpy.path.abspath(model))
-        if not os.path.isfile(model):
-            raise TrackInputError(f"head model not found: {model}; set it in the FlameCap preferences")
-    python = bpy.path.abspath(pr.python_path) if pr.python_path else ""
-    if not python:
-        raise TrackInputError("no core Python set: Preferences > Add-ons > FlameCap > Core Python, then Check")
+    try:
+        model, python = prefs.core_inputs(pr)
+    except ValueError as e:
+        raise TrackInputError(str(e)) from None
     focal_px = None
     if settings.lens == "KNOWN":
         focal_px = settings.focal_mm / settings.sensor_mm * footage_width(context, settings, footage)

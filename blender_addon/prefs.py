@@ -51,6 +51,20 @@ def user_dir(sub: str = "") -> str:
     return path
 
 
+def core_inputs(pr) -> tuple[str, str]:
+    """(model, core Python) every core command gets from the preferences, paths made absolute; raises
+    ValueError with the user's fix when the model file or the Python is missing."""
+    model = pr.model_path
+    if model and (os.sep in model or "/" in model or model.lower().endswith((".npz", ".pkl"))):
+        model = os.path.normpath(bpy.path.abspath(model))
+        if not os.path.isfile(model):
+            raise ValueError(f"head model not found: {model}; set it in the FlameCap preferences")
+    python = bpy.path.abspath(pr.python_path) if pr.python_path else ""
+    if not python:
+        raise ValueError("no core Python set: Preferences > Add-ons > FlameCap > Core Python, then Check")
+    return model, python
+
+
 def check_runtime(python: str, timeout_s: float = 120.0) -> tuple[bool, str]:
     """Run ``<python> -m flamecap env --json``; return (ok, one-line summary or error)."""
     ok, text, _ = check_runtime_info(python, timeout_s)
