@@ -42,15 +42,7 @@ class Character:
         neutral = neutral_vertices(model, shape)
         self.neutral = neutral
         comps = list(KEYS)
-        E = model.n_expr
-        expr = np.zeros((len(comps), E))
-        lids = np.zeros((len(comps), 2))
-        for i, c in enumerate(comps):
-            if c == "lid0":
-                lids[i, 0] = 1.0
-            else:
-                expr[i, c] = 2.0
-        keyres = make_result(model, shape, expr=expr, eyelids=lids)
+        keyres = make_result(model, shape, **self.params(model, np.eye(len(comps))))
         deltas = np.stack([self.vec(d) for d in face_displacements(keyres)])
         self.perm = rng.permutation(len(neutral))
         inv = np.argsort(self.perm)
@@ -60,14 +52,19 @@ class Character:
         tt = np.linspace(0, 1, n_frames)[:, None]
         W = 0.5 + 0.5 * np.sin(2 * np.pi * (rng.uniform(0.5, 1.5, len(comps)) * tt + rng.uniform(0, 1, len(comps))))
         self.weights = np.clip(1.3 * W - 0.15, 0.0, 1.0)
-        seq = np.zeros((n_frames, E))
-        seq_lids = np.zeros((n_frames, 2))
-        for i, c in enumerate(comps):
+        self.source = make_result(model, np.zeros(model.n_shape), **self.params(model, self.weights))
+
+    @staticmethod
+    def params(model, weights):
+        """FLAME expression and eyelid parameters realising key ``weights`` (T, len(KEYS))."""
+        expr = np.zeros((len(weights), model.n_expr))
+        lids = np.zeros((len(weights), 2))
+        for i, c in enumerate(KEYS):
             if c == "lid0":
-                seq_lids[:, 0] = self.weights[:, i]
+                lids[:, 0] = weights[:, i]
             else:
-                seq[:, c] = 2.0 * self.weights[:, i]
-        self.source = make_result(model, np.zeros(model.n_shape), expr=seq, eyelids=seq_lids)
+                expr[:, c] = 2.0 * weights[:, i]
+        return {"expr": expr, "eyelids": lids}
 
     def vec(self, d):
         return CM_PER_M * flame_to_blender_points(d) @ self.R.T
