@@ -217,3 +217,23 @@ def test_vertex_offsets_recover_a_bump(small_model):
     neutral = V + np.einsum("vck,k->vc", m["shapedirs"][:, :, :20], out.shape) + o
     np.testing.assert_allclose(res["head_vertices"], neutral, atol=1e-6)
     assert FitConfig.preset("production").vertex_offsets and not FitConfig.preset("fast").vertex_offsets
+
+
+def test_problem_gathers_observations_from_the_track_without_copies(small_model):
+    """The fitter's observations are index views of the track: what a frame block gathers equals direct
+    indexing (unknown σ replaced, masked where invisible, non-finite or on a faceless frame)."""
+    from flamecap.fit.tracker import gather_observations
+    b = sample_binding(small_model, 40)
+    tr = make_clip(small_model, b, n_frames=12, n_shape=4, n_expr=4).track
+    tr.sigma[2, 5] = np.nan
+    tr.points[3, 7] = np.nan
+    tr.visible[4, 9] = False
+    tr.valid[6] = False
+    frames, cols = np.array([2, 3, 4, 6, 8]), np.array([5, 7, 9, 11])
+    obs, sig, mask = gather_observations(tr, frames, cols, default_sigma=3.0)
+    np.testing.assert_array_equal(obs, tr.points[frames][:, cols])
+    assert sig[0, 0] == 3.0 and np.array_equal(sig[1:], tr.sigma[frames[1:]][:, cols])
+    want = np.ones((5, 4), bool)
+    want[1, 1] = want[2, 2] = False
+    want[3] = False
+    np.testing.assert_array_equal(mask, want)

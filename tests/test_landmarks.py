@@ -176,3 +176,21 @@ def test_file_aligner_binding_vertices():
     np.testing.assert_array_equal(b.point_index, np.arange(6))
     pts = np.einsum("rk,rkc->rc", b.bary, v[f[b.face_idx]])
     np.testing.assert_allclose(pts, v)
+
+
+def test_track_rows_grow_past_the_expected_length_and_keep_every_row():
+    from flamecap.landmarks.base import TrackRows
+    rows = TrackRows(3, expected_frames=10)
+    rng = np.random.default_rng(0)
+    blocks = []
+    for a in range(0, 250, 32):
+        m = min(32, 250 - a)
+        b = (np.arange(a, a + m), np.arange(a, a + m) / 25.0, rng.normal(size=(m, 3, 2)).astype(np.float32),
+             rng.random((m, 3)).astype(np.float32), rng.random(m) > 0.3, rng.random((m, 3)) > 0.5)
+        blocks.append(b)
+        rows.append(*b)
+    got = rows.arrays()
+    assert rows.n == 250
+    for k, name in enumerate(TrackRows.FIELDS):
+        np.testing.assert_array_equal(got[name], np.concatenate([b[k] for b in blocks]))
+        assert got[name].dtype == rows.arrays()[name].dtype

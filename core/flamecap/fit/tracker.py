@@ -147,41 +147,84 @@ class Layout:
         return out
 
 
-class Problem:
-    """Observations of a set of frames and the cost pieces. obs (T, R, 2) px, inv_sigma (T, R), mask (T, R)."""
+def gather_observations(track: LandmarkTrack, frames: np.ndarray, cols: np.ndarray,
+                        default_sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The track's observations of ``frames`` (n,) at its points ``cols`` (R,): obs (n, R, 2) px as stored
+    (NaN where missing), σ (n, R) px (``default_sigma`` where unknown) and mask (n, R): visible, finite and
+    on a frame with a face."""
+    sel = np.ix_(frames, cols)
+    obs = np.asarray(track.points)[sel]
+    sig = np.asarray(track.sigma)[sel]
+    sig = np.where(np.isfinite(sig) & (sig > 0), sig, np.asarray(default_sigma, dtype=sig.dtype))
+    mask = (np.asarray(track.visible, dtype=bool)[sel] & np.isfinite(obs).all(-1)
+            & np.asarray(track.valid, dtype=bool)[frames][:, None])
+    return obs, sig, mask
 
-    def __init__(self, bm: BoundModel, cfg: FitConfig, obs: np.ndarray, sigma: np.ndarray, mask: np.ndarray,
+
+class Problem:
+    """Observations of a set of frames and the cost pieces.
+
+    The observations stay in the track's arrays: a Problem holds frame and point indices into them and
+    gathers obs (T, R, 2) px, inv_sigma (T, R) and mask (T, R) when a cost asks, so memory stays flat in
+    clip length (no (T, R) copies of an hour-long track). Problems of at most BATCH_FRAMES frames keep what
+    they gathered, because the LM revisits the same frames every iteration; their subsets slice it."""
+
+    def __init__(self, bm: BoundModel, cfg: FitConfig, track: LandmarkTrack, frames: np.ndarray, cols: np.ndarray,
                  cx: float, cy: float, dtype: torch.dtype):
         self.bm, self.cfg, self.cx, self.cy, self.dtype = bm, cfg, cx, cy, dtype
-        self.obs = torch.as_tensor(obs, dtype=dtype)
-        sig = np.where(np.isfinite(sigma) & (sigma > 0), sigma, cfg.default_sigma_px)
-        self.inv_sigma = torch.as_tensor(1.0 / sig, dtype=dtype)
-        self.mask = torch.as_tensor(mask, dtype=torch.bool)
+        self.track, self.frames, self.cols = track, np.asarray(frames, np.int64), np.asarray(cols, np.int64)
+        self._arrays: tuple | None = None
 
-    def subset(self, idx) -> "Problem":
-        """The same points on a subset of frames."""
+    def _derive(self, **changes) -> "Problem":
         p = Problem.__new__(Problem)
         p.__dict__.update(self.__dict__)
-        p.obs, p.inv_sigma, p.mask = self.obs[idx], self.inv_sigma[idx], self.mask[idx]
+        p._arrays = None
+        p.__dict__.update(changes)
+        return p
+
+    def arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(obs, inv_sigma, mask) of this problem's frames and points, gathered from the track."""
+        if self._arrays is not None:
+            return self._arrays
+        obs, sig, mask = gather_observations(self.track, self.frames, self.cols, self.cfg.default_sigma_px)
+        out = (torch.as_tensor(obs, dtype=self.dtype), torch.as_tensor(1.0 / sig, dtype=self.dtype),
+               torch.as_tensor(mask, dtype=torch.bool))
+        if self.frames.size <= BATCH_FRAMES:
+            self._arrays = out
+        return out
+
+    @property
+    def obs(self) -> torch.Tensor:
+        return self.arrays()[0]
+
+    @property
+    def inv_sigma(self) -> torch.Tensor:
+        return self.arrays()[1]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.arrays()[2]
+
+    def subset(self, idx) -> "Problem":
+        """The same points on a subset of frames (slice or indices into this problem's frames)."""
+        if isinstance(idx, torch.Tensor):
+            idx = idx.numpy()
+        p = self._derive(frames=self.frames[idx])
+        if self._arrays is not None:
+            p._arrays = tuple(a[idx] for a in self._arrays)
         return p
 
     def with_model(self, bm: BoundModel) -> "Problem":
         """The same observations against another BoundModel on the same points (e.g. with offsets)."""
-        p = Problem.__new__(Problem)
-        p.__dict__.update(self.__dict__)
-        p.bm = bm
+        p = self._derive(bm=bm)
+        p._arrays = self._arrays
         return p
 
     def points(self, cols: np.ndarray) -> "Problem":
         """The same frames on a subset of the bound points (cols (R',) indices into this problem's points)."""
         if cols.size == self.bm.U and np.array_equal(cols, np.arange(self.bm.U)):
             return self
-        p = Problem.__new__(Problem)
-        p.__dict__.update(self.__dict__)
-        c = torch.as_tensor(cols)
-        p.bm = self.bm.subset(cols)
-        p.obs, p.inv_sigma, p.mask = self.obs[:, c], self.inv_sigma[:, c], self.mask[:, c]
-        return p
+        return self._derive(bm=self.bm.subset(cols), cols=self.cols[cols])
 
     def _pred(self, lay: Layout, x: torch.Tensor, shape: torch.Tensor, focal: torch.Tensor):
         rot15, tr, expr, lids = lay.unpack(x.to(self.dtype), self.bm.n_expr)
@@ -396,6 +439,17 @@ def _timed(st: FitState, name: str, stage: Callable[[FitState], None]) -> None:
     st.timings[name] = time.perf_counter() - t
 
 
+def _countable_frames(track: LandmarkTrack, cols: np.ndarray, cfg: FitConfig, chunk: int = 4096) -> np.ndarray:
+    """(T,) frames with at least ``min_points`` usable observations among ``cols``, in chunks of frames
+    (an hour-long track is never gathered whole)."""
+    T = track.n_frames
+    ok = np.zeros(T, dtype=bool)
+    for a in range(0, T, chunk):
+        fr = np.arange(a, min(a + chunk, T))
+        ok[fr] = gather_observations(track, fr, cols, cfg.default_sigma_px)[2].sum(1) >= cfg.min_points
+    return ok
+
+
 def prepare(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelData, cfg: FitConfig,
             shape_prior: np.ndarray | None = None, progress: ProgressCallback | None = None) -> FitState:
     """Check the inputs, choose the point subsets, gather the observations of the valid frames, and set the
@@ -424,17 +478,13 @@ def prepare(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelData
     lay = Layout(bm.n_expr, jaw=True, neck=cfg.fit_neck, eyes=cfg.fit_eyes and bool(eye_pt[rows].any()),
                  lids=cfg.fit_eyelids and bm.has_eyelids)
     rigid = Layout(0, jaw=False)
-    # observations: kept in the track's dtype (float32), ~O(T) input only
-    obs = np.asarray(track.points)[:, pidx[rows]]
-    sig = np.asarray(track.sigma)[:, pidx[rows]]
-    vis = np.asarray(track.visible, dtype=bool)[:, pidx[rows]]
-    mask = vis & np.isfinite(obs).all(-1) & np.asarray(track.valid, dtype=bool)[:, None]
-    valid = mask.sum(1) >= cfg.min_points
+    cols = pidx[rows]
+    valid = _countable_frames(track, cols, cfg)
     if not valid.any():
         raise FitError(f"no frame of {T} has a detected face with at least {cfg.min_points} landmarks; "
                        f"check the footage shows a face (or the --start/--end range)")
     vidx = np.flatnonzero(valid)
-    prob = Problem(bm, cfg, obs[vidx], sig[vidx], mask[vidx], W / 2.0, Hh / 2.0, dtype)
+    prob = Problem(bm, cfg, track, vidx, cols, W / 2.0, Hh / 2.0, dtype)
     pos = {int(r): i for i, r in enumerate(rows)}
     f0 = cfg.focal_px or (W / 2.0) / math.tan(math.radians(cfg.fov_init_deg) / 2.0)
     S = bm.n_shape
@@ -475,6 +525,15 @@ def run_frames(st: FitState, L: Layout, x: torch.Tensor, w: torch.Tensor, kernel
     return out
 
 
+def _centroid_spread(obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: centroid (T, 2) and RMS radius (T,) of the visible points of obs (T, R, 2)."""
+    mk = mask.astype(np.float64)
+    o = np.nan_to_num(obs)
+    n_vis = mk.sum(1)
+    c2 = (o * mk[..., None]).sum(1) / n_vis[:, None]
+    return c2, np.sqrt((((o - c2[:, None]) ** 2).sum(-1) * mk).sum(1) / n_vis)
+
+
 def rigid_init(st: FitState) -> torch.Tensor:
     """Closed-form start per frame: the neutral face's visible-point centroid and spread → translation
     (rotation zero), (Tv, 6) in the rigid layout."""
@@ -483,11 +542,10 @@ def rigid_init(st: FitState) -> torch.Tensor:
                         torch.zeros(1, 15, dtype=pr.dtype), torch.zeros(1, 3, dtype=pr.dtype))[0].double().numpy()
     m3 = rest.mean(0)
     s3 = np.sqrt(((rest[:, :2] - m3[:2]) ** 2).sum(1).mean())
-    mk = pr.mask.numpy().astype(np.float64)                                 # (Tv, R)
-    o = np.nan_to_num(pr.obs.double().numpy())
-    n_vis = mk.sum(1)
-    c2 = (o * mk[..., None]).sum(1) / n_vis[:, None]                         # visible-point centroid (Tv, 2)
-    s2 = np.sqrt((((o - c2[:, None]) ** 2).sum(-1) * mk).sum(1) / n_vis)
+    c2, s2 = np.empty((st.Tv, 2)), np.empty(st.Tv)
+    for a in range(0, st.Tv, 4096):
+        sub = pr.subset(slice(a, a + 4096))
+        c2[a:a + 4096], s2[a:a + 4096] = _centroid_spread(sub.obs.double().numpy(), sub.mask.numpy())
     z = -f * s3 / np.maximum(s2, 1e-6)
     x = torch.zeros(st.Tv, st.rigid.D, dtype=torch.float64)
     x[:, 3] = torch.as_tensor((c2[:, 0] - pr.cx) * (-z) / f - m3[0])

@@ -107,6 +107,45 @@ class LandmarkTrack:
                                                      if k not in ("format", "version", "fps", "scheme")})
 
 
+class TrackRows:
+    """A track's per-frame arrays filled block by block as an aligner goes: allocated once for the expected
+    number of frames and grown by half when a clip runs longer, so a long clip is held once, never as a
+    list of blocks plus their concatenation (twice the memory at the end of an hour of footage).
+
+    Fields, per frame: frame_index (int64), time_s (float64), points (K, 2) float32, sigma (K,) float32,
+    valid (bool), visible (K,) bool."""
+
+    FIELDS = ("frame_index", "time_s", "points", "sigma", "valid", "visible")
+
+    def __init__(self, n_points: int, expected_frames: int | None = None):
+        self.n = 0
+        cap = max(int(expected_frames or 0), 64)
+        self._shapes = {"frame_index": ((), np.int64), "time_s": ((), np.float64),
+                        "points": ((n_points, 2), np.float32), "sigma": ((n_points,), np.float32),
+                        "valid": ((), bool), "visible": ((n_points,), bool)}
+        # np.empty: pages of an over-estimated capacity are never touched, so they cost no memory
+        self._a = {k: np.empty((cap,) + sh, dt) for k, (sh, dt) in self._shapes.items()}
+
+    def append(self, frame_index, time_s, points, sigma, valid, visible) -> None:
+        """Add a block of m frames (arrays with a leading m axis)."""
+        block = dict(zip(self.FIELDS, (frame_index, time_s, points, sigma, valid, visible)))
+        m = len(block["valid"])
+        cap = len(self._a["valid"])
+        if self.n + m > cap:
+            grown = max(self.n + m, cap + cap // 2)
+            for k, arr in self._a.items():
+                new = np.empty((grown,) + arr.shape[1:], arr.dtype)
+                new[:self.n] = arr[:self.n]
+                self._a[k] = new
+        for k, v in block.items():
+            self._a[k][self.n:self.n + m] = v
+        self.n += m
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The filled rows of each field (views, no copy)."""
+        return {k: v[:self.n] for k, v in self._a.items()}
+
+
 class Aligner(abc.ABC):
     """A 2D alignment backend. ``track`` consumes frames (RGB uint8 (H, W, 3) with their frame numbers and
     times, streamed) and returns a :class:`LandmarkTrack` of its point ``scheme``."""

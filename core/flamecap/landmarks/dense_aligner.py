@@ -28,7 +28,7 @@ import numpy as np
 from ..contract.events import ProgressCallback
 from ..contract.model_format import FlameModelData
 from ..errors import InputError, WeightsError
-from .base import Aligner, LandmarkTrack
+from .base import Aligner, LandmarkTrack, TrackRows
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,8 @@ class DenseAligner(Aligner):
     def track(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int], fps: float,
               progress: ProgressCallback | None = None, n_frames: int | None = None) -> LandmarkTrack:
         V = len(self.vertex_uv)
-        P, S, OK, FI, TS = [], [], [], [], []
+        w, h = (int(x) for x in image_size)
+        rows = TrackRows(V, n_frames)
         last_box = None
         t0 = time.monotonic()
         batch: list[tuple[int, float, np.ndarray]] = []
@@ -185,17 +186,15 @@ class DenseAligner(Aligner):
                 p2, s2 = self.run_crops([imgs[i] for i in redo], [own[i] for i in redo])
                 for j, i in enumerate(redo):
                     pts[i], sig[i], boxes[i] = p2[j], s2[j], own[i]
-            for i, (fi, ts, _) in enumerate(batch):
-                ok = self._valid(pts[i], sig[i], boxes[i])
-                P.append(pts[i] if ok else np.full((V, 2), np.nan, np.float32))
-                S.append(sig[i] if ok else np.full(V, np.nan, np.float32))
-                OK.append(ok)
-                FI.append(fi)
-                TS.append(ts)
-                last_box = self._box(pts[i]) if ok else None
+            ok = np.array([self._valid(pts[i], sig[i], boxes[i]) for i in range(len(imgs))], dtype=bool)
+            pts[~ok], sig[~ok] = np.nan, np.nan
+            inside = (pts[..., 0] >= 0) & (pts[..., 0] < w) & (pts[..., 1] >= 0) & (pts[..., 1] < h)
+            rows.append(np.array([b[0] for b in batch], np.int64), np.array([b[1] for b in batch], np.float64),
+                        pts, sig, ok, inside & ok[:, None])
+            last_box = self._box(pts[-1]) if ok[-1] else None
             batch.clear()
             if progress is not None:
-                done = len(OK)
+                done = rows.n
                 frac = done / n_frames if n_frames else 0.0
                 progress("landmarks", min(frac, 1.0), f"dense: {done} frames ({done / max(time.monotonic() - t0, 1e-6):.1f} fps)")
 
@@ -207,16 +206,11 @@ class DenseAligner(Aligner):
         if self._fd is not None:
             self._fd.close()
             self._fd = None
-        w, h = (int(x) for x in image_size)
-        T = len(OK)
-        points = np.stack(P) if T else np.zeros((0, V, 2), np.float32)
-        sigma = np.stack(S) if T else np.zeros((0, V), np.float32)
-        valid = np.asarray(OK, dtype=bool)
-        inside = (points[..., 0] >= 0) & (points[..., 0] < w) & (points[..., 1] >= 0) & (points[..., 1] < h)
-        visible = inside & valid[:, None]
+        a = rows.arrays()
+        T, valid = rows.n, a["valid"]
         log.info("dense aligner: %d frames, %d valid, %.1f s", T, int(valid.sum()), time.monotonic() - t0)
-        return LandmarkTrack(points=points, sigma=sigma, valid=valid, visible=visible,
-                             frame_index=np.asarray(FI, dtype=np.int64), time_s=np.asarray(TS, dtype=np.float64),
+        return LandmarkTrack(points=a["points"], sigma=a["sigma"], valid=valid, visible=a["visible"],
+                             frame_index=a["frame_index"], time_s=a["time_s"],
                              image_size=(w, h), fps=float(fps), scheme=self.scheme,
                              meta={"aligner": self.name, "weights": str(self.weights_path),
                                    "encoder": self.cfg.encoder, "topology_hash": self.topology_hash,

@@ -40,7 +40,7 @@ from typing import Iterable
 import numpy as np
 
 from ..contract.events import ProgressCallback
-from .base import Aligner, LandmarkTrack
+from .base import Aligner, LandmarkTrack, TrackRows
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class MediaPipeAligner(Aligner):
 
     def track(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int], fps: float,
               progress: ProgressCallback | None = None, n_frames: int | None = None) -> LandmarkTrack:
-        blocks: list[tuple] = []
+        rows = TrackRows(N_POINTS, n_frames)
         pending: list[tuple] = []
         n_multi = 0
 
@@ -306,7 +306,7 @@ class MediaPipeAligner(Aligner):
             # σ / visibility per block of frames: flat memory (no (T, E, 3, 3) temporaries), cache-sized
             # (3x faster than one call over a long clip); per-frame maths, so blocking does not change values
             if pending:
-                blocks.append(_rows_to_arrays(pending))
+                rows.append(*_rows_to_arrays(pending))
                 pending.clear()
 
         for row in self.iter_detect(frames, image_size, progress, n_frames):
@@ -315,13 +315,8 @@ class MediaPipeAligner(Aligner):
             if len(pending) >= POST_BLOCK:
                 flush()
         flush()
-        if blocks:
-            idx, ts, points, sigma, valid, visible = (np.concatenate([b[k] for b in blocks]) for k in range(6))
-        else:
-            idx, ts = np.zeros(0, np.int64), np.zeros(0, np.float64)
-            points = np.zeros((0, N_POINTS, 2), np.float32)
-            sigma = np.zeros((0, N_POINTS), np.float32)
-            valid, visible = np.zeros(0, bool), np.zeros((0, N_POINTS), bool)
+        a = rows.arrays()
+        idx, ts, points, sigma, valid, visible = (a[k] for k in TrackRows.FIELDS)
         T = int(valid.size)
         if T and not valid.any():
             log.warning("no face found in any of the %d frames; check the footage shows a face", T)
