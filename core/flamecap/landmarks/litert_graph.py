@@ -65,30 +65,35 @@ def landmarks_to_transform_matrix(landmarks: np.ndarray, subset: np.ndarray, lef
 
 
 def transform_tensor_bilinear(features: np.ndarray, matrix: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """features (N, H, W, C), matrix (N, 4, 4) → (N, out_h, out_w, C): bilinear samples at the matrix image
-    of each output pixel centre (the +0.5 / −0.5 is MediaPipe's align-corners correction); a sample whose
-    position falls outside [0, W−1] × [0, H−1] is 0, neighbours beyond the edge count as 0."""
+    """features (1, H, W, C) or (N, H, W, C), matrix (M, 4, 4) (N = 1 or M) → (M, out_h, out_w, C): bilinear
+    samples at the matrix image of each output pixel centre (the +0.5 / −0.5 is MediaPipe's align-corners
+    correction); a sample whose position falls outside [0, W−1] × [0, H−1] is 0, neighbours beyond the
+    edge count as 0. Several matrices over one feature map (the lips and both eyes) go in one call."""
     f = np.asarray(features, np.float32)
-    N, H, W, C = f.shape
     m = np.asarray(matrix, np.float64)
-    v, u = np.mgrid[0:out_h, 0:out_w].astype(np.float64)
+    M = m.shape[0]
+    N, H, W, C = f.shape
+    # one zero border around the map: every tap of an in-bounds sample is then a valid index
+    pad = np.zeros((N, H + 2, W + 2, C), np.float32)
+    pad[:, 1:-1, 1:-1] = f
+    v, u = np.mgrid[0:out_h, 0:out_w]
     uv = np.stack([u.ravel() + 0.5, v.ravel() + 0.5], -1)                # (P, 2)
-    xy = np.einsum("nij,pj->npi", m[:, :2, :2], uv) + m[:, None, :2, 3] - 0.5   # (N, P, 2)
+    xy = np.einsum("mij,pj->mpi", m[:, :2, :2], uv) + m[:, None, :2, 3] - 0.5   # (M, P, 2)
     x, y = xy[..., 0], xy[..., 1]
     inside = (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1)
+    x = np.where(inside, x, 0.0)
+    y = np.where(inside, y, 0.0)
     x0, y0 = np.floor(x), np.floor(y)
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    flat = np.concatenate([f.reshape(N, H * W, C), np.zeros((N, 1, C), np.float32)], 1)  # index H*W → 0
-
-    def tap(yy, xx):
-        ok = inside & (xx >= 0) & (xx < W) & (yy >= 0) & (yy < H)
-        idx = np.where(ok, yy * W + xx, H * W)
-        return np.take_along_axis(flat, idx[..., None], 1)
-    out = ((1 - fy) * ((1 - fx) * tap(y0, x0) + fx * tap(y0, x0 + 1))
-           + fy * ((1 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)))
-    out = np.where(inside[..., None], out, 0.0)
-    return out.reshape(N, out_h, out_w, C).astype(np.float32)
+    fx, fy = (x - x0).astype(np.float32), (y - y0).astype(np.float32)
+    xi, yi = x0.astype(np.int64) + 1, y0.astype(np.int64) + 1
+    n = np.arange(M)[:, None] if N == M else np.zeros((M, 1), np.int64)
+    w00 = (1 - fx) * (1 - fy) * inside
+    w01 = fx * (1 - fy) * inside
+    w10 = (1 - fx) * fy * inside
+    w11 = fx * fy * inside
+    out = (pad[n, yi, xi] * w00[..., None] + pad[n, yi, xi + 1] * w01[..., None]
+           + pad[n, yi + 1, xi] * w10[..., None] + pad[n, yi + 1, xi + 1] * w11[..., None])
+    return out.reshape(M, out_h, out_w, C)
 
 
 def transform_landmarks(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -191,6 +196,7 @@ class SplitModel:
                     opts = flexbuffers.Loads(bytes(o.customOptions)) if o.customOptions is not None else {}
                     self.plan.append(("custom", _Custom(custom_code[o.opcodeIndex], [int(t) for t in o.inputs],
                                                         [int(t) for t in o.outputs], dict(opts or {}))))
+        self.plan = self._group_bilinear(self.plan)
         self._shapes = {t: tuple(int(s) for s in g.tensors[t].shape) for t in range(len(g.tensors))}
         log.debug("%s: %d LiteRT stages, %d custom ops", path.name, sum(p[0] == "stage" for p in self.plan),
                   sum(p[0] == "custom" for p in self.plan))
@@ -232,6 +238,23 @@ class SplitModel:
         name = {t: g.tensors[t].name.decode() for t in ins + outs}
         return _Stage(interp, ins, outs, [det_in[name[t]] for t in ins], [det_out[name[t]] for t in outs])
 
+    @staticmethod
+    def _group_bilinear(plan: list) -> list:
+        """Consecutive TransformTensorBilinear ops that sample the same feature map with the same output
+        size become one ``("bilinear", [ops])`` step."""
+        out: list = []
+        for kind, item in plan:
+            if kind == "custom" and item.name == "TransformTensorBilinear":
+                prev = out[-1] if out else None
+                if (prev is not None and prev[0] == "bilinear" and prev[1][0].inputs[0] == item.inputs[0]
+                        and prev[1][0].options == item.options):
+                    prev[1].append(item)
+                    continue
+                out.append(("bilinear", [item]))
+            else:
+                out.append((kind, item))
+        return out
+
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         values: dict[int, np.ndarray] = {self.input_id: np.ascontiguousarray(x, np.float32)}
         for kind, item in self.plan:
@@ -242,6 +265,15 @@ class SplitModel:
                 st.interpreter.invoke()
                 for t, i in zip(st.outputs, st.out_detail):
                     values[t] = st.interpreter.get_tensor(i)
+            elif kind == "bilinear":
+                # the crops of one feature map (lips, both eyes) in one batched call
+                ops = item
+                o = ops[0].options
+                crops = transform_tensor_bilinear(values[ops[0].inputs[0]],
+                                                  np.concatenate([values[op.inputs[1]] for op in ops]),
+                                                  int(o["output_height"]), int(o["output_width"]))
+                for k, op in enumerate(ops):
+                    values[op.outputs[0]] = crops[k:k + 1]
             else:
                 values[item.outputs[0]] = self._custom(item, values)
         return {name: values[t] for t, name in self.output_names.items()}
@@ -260,4 +292,6 @@ class SplitModel:
 
     def custom_options(self, name: str) -> list[dict]:
         """The options of every custom op called ``name``, in graph order (e.g. the refinement subsets)."""
-        return [item.options for kind, item in self.plan if kind == "custom" and item.name == name]
+        ops = [item for kind, item in self.plan if kind == "custom"]
+        ops += [op for kind, item in self.plan if kind == "bilinear" for op in item]
+        return [op.options for op in ops if op.name == name]
