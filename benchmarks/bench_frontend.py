@@ -10,7 +10,8 @@
    so that a shared machine's load hits both alike.
 
 Needs the model files (``flamecap models fetch-mediapipe``) and the legacy ``mediapipe`` package.
-Run on two cores: ``taskset -c 0,1 python benchmarks/bench_frontend.py [--clips N] [--threads 2]``.
+Run on two cores: ``taskset -c 0,1 python benchmarks/bench_frontend.py [--clips N] [--threads 1]`` (the
+process then has two threads busy, decoding and inference; ``--threads 2`` gives LiteRT a pool of two).
 """
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def throughput(clips: list[Path], aligners: dict, label: str, repeats: int = 1) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=int, default=None, help="use the first N GRID clips (default: all)")
-    ap.add_argument("--threads", type=int, default=2, help="LiteRT threads per model (default 2)")
+    ap.add_argument("--threads", type=int, default=1, help="LiteRT threads per model (default 1, as the aligner)")
     ap.add_argument("--repeats", type=int, default=1, help="throughput passes over the clips")
     ap.add_argument("--skip", action="append", default=[], choices=("parity", "fallback", "288p", "1080p"))
     ap.add_argument("--json", type=Path, help="also write the figures here")

@@ -37,7 +37,10 @@ from .mp_common import N_POINTS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THREADS = 2
+# LiteRT threads per model. One: the models are small (a 192×192 landmark net), a thread pool's hand-offs cost
+# more than they save, and the other core decodes frames (prefetch) — measured on 2 cores with the GRID
+# clips: 148 frames/s with 1 thread, 124 with 2, and 2 threads fall further behind when the machine is busy
+DEFAULT_THREADS = 1
 IRIS_Z_CONTOUR = 16      # the first 16 eye-map points are the eye's lower + upper contour: the iris takes their mean z
 
 
@@ -54,6 +57,7 @@ class FaceModels:
     ``LiteRTFaceMesh`` run holds the lock while it uses an interpreter)."""
 
     def __init__(self, num_threads: int = DEFAULT_THREADS, directory=None):
+        """Load the detectors and the landmark model (files checked by :func:`.mp_models.model_file`)."""
         from ai_edge_litert.interpreter import Interpreter
         from . import mp_models as M
         from .litert_graph import SplitModel
@@ -163,7 +167,7 @@ class LiteRTFaceMesh:
 
 class LiteRTAligner(MediaPipeAligner):
     """The ``mediapipe`` aligner's behaviour (face choice, hand-over, σ, invalid rows) on the LiteRT front
-    end. Extra options: ``num_threads`` (LiteRT threads per model, default 2), ``full_range_fallback``."""
+    end. Extra options: ``num_threads`` (LiteRT threads per model, default 1), ``full_range_fallback``."""
 
     name = "litert"
 
