@@ -92,6 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                  "0.10.21 wheel on PyPI for the 'litert' aligner")
     mp.add_argument("--wheel", type=Path, metavar="FILE",
                     help="a mediapipe-0.10.21-*.whl you already have (default: pip downloads it, no dependencies)")
+    mp.add_argument("--from-installed", action="store_true",
+                    help="copy them from the installed legacy mediapipe 0.10.21 package instead (no network)")
     mp.add_argument("--dest", type=Path, metavar="DIR",
                     help="where to put the files (default: $FLAMECAP_HOME/weights/mediapipe)")
     mp.add_argument("--force", action="store_true", help="extract again even when intact files are there")
@@ -102,7 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_fetch_mediapipe(args) -> int:
     from ..landmarks import mp_models
     dest = args.dest or mp_models.models_dir()
-    written = mp_models.fetch(dest, wheel=args.wheel, force=args.force)
+    if args.wheel is not None and args.from_installed:
+        raise InputError("--wheel and --from-installed are two sources; give one of them")
+    written = mp_models.fetch(dest, wheel=args.wheel, force=args.force, from_installed=args.from_installed)
     if not written:
         print(f"MediaPipe face files already in place and intact: {dest}")
     for p in written:

@@ -4,7 +4,8 @@ they are fetched.
 The files are Google's (Apache-2.0), shipped inside the ``mediapipe==0.10.21`` wheel, the last release
 that carries the legacy face models. ``flamecap models fetch-mediapipe`` downloads that wheel with pip
 (``pip download --no-deps --only-binary=:all:``, any Python can do it) or takes a wheel file you already
-have (``--wheel``), reads the files out of the zip, checks each against the sha256 in
+have (``--wheel``) or, offline, the installed legacy package (``--from-installed``: its package directory holds
+the same files), reads the files out, checks each against the sha256 in
 ``weights/manifest.toml`` (entry ``mediapipe-face``) and writes them, with the wheel's licence text, to
 ``$FLAMECAP_HOME/weights/mediapipe/``. Nothing is ever downloaded while tracking: a missing file is an
 error that names the command.
@@ -79,34 +80,58 @@ def model_file(name: str, directory: Path | None = None) -> Path:
     return p
 
 
-def extract_from_wheel(wheel: Path, dest: Path) -> list[Path]:
-    """Read the face files (and the licence) out of a mediapipe wheel into ``dest``, each checked against
-    the manifest's sha256 before it is written (atomically: tmp file + rename)."""
+def _extract(read, has, source: str, dest: Path, licence: bytes | None) -> list[Path]:
+    """Copy every manifest file from a source (``read(member) → bytes``, ``has(member) → bool``) into
+    ``dest``, each checked against the manifest's sha256 before it is written (atomically)."""
     entry = _entry()
-    members = entry["members"]
+    datas = {}
+    for fname in entry["files"]:           # check everything first: a bad source writes nothing
+        member = entry["members"][fname]
+        if not has(member):
+            raise InputError(f"{source} has no {member}; it is not mediapipe {WHEEL_VERSION} (later releases "
+                             f"ship no face models)")
+        data = read(member)
+        if hashlib.sha256(data).hexdigest() != entry["sha256"][fname]:
+            raise WeightsError(f"{member} in {source} does not match its sha256 in the weights manifest; "
+                               f"run '{FETCH_COMMAND}' to download the {WHEEL_VERSION} wheel again")
+        datas[fname] = data
+    dest.mkdir(parents=True, exist_ok=True)
+    written = [_write_atomic(dest / f, d) for f, d in datas.items()]
+    if licence is not None:
+        written.append(_write_atomic(dest / LICENCE_FILE, licence))
+    return written
+
+
+def extract_from_wheel(wheel: Path, dest: Path) -> list[Path]:
+    """Read the face files (and the licence) out of a mediapipe wheel into ``dest``."""
     try:
         zf = zipfile.ZipFile(wheel)
     except (OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{wheel} is not a readable wheel ({exc}); pass the mediapipe-{WHEEL_VERSION}-*.whl "
                          f"file, or run '{FETCH_COMMAND}' without --wheel") from None
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
     with zf:
         names = set(zf.namelist())
-        licence = [n for n in names if n.endswith(".dist-info/LICENSE")]
-        for fname in entry["files"]:
-            member = members[fname]
-            if member not in names:
-                raise InputError(f"{wheel.name} has no {member}; it is not the mediapipe {WHEEL_VERSION} wheel "
-                                 f"(later releases ship no face models)")
-            data = zf.read(member)
-            if hashlib.sha256(data).hexdigest() != entry["sha256"][fname]:
-                raise WeightsError(f"{member} in {wheel.name} does not match its sha256 in the weights manifest; "
-                                   f"download the wheel again ('{FETCH_COMMAND}')")
-            written.append(_write_atomic(dest / fname, data))
-        if licence:
-            written.append(_write_atomic(dest / LICENCE_FILE, zf.read(licence[0])))
-    return written
+        lic = sorted(n for n in names if n.endswith(".dist-info/LICENSE"))
+        return _extract(zf.read, names.__contains__, Path(wheel).name, dest, zf.read(lic[0]) if lic else None)
+
+
+def extract_from_installed(dest: Path) -> list[Path]:
+    """Copy the face files out of the installed legacy ``mediapipe`` package (not imported: only its
+    directory is looked up) into ``dest``; no network."""
+    import importlib.metadata
+    import importlib.util
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"the mediapipe package is not installed here; run '{FETCH_COMMAND}' without "
+                         f"--from-installed (it downloads the wheel)")
+    root = Path(list(spec.submodule_search_locations)[0]).parent       # site-packages: members are relative to it
+    try:
+        version = importlib.metadata.version("mediapipe")
+        lic = importlib.metadata.distribution("mediapipe").read_text("LICENSE")
+    except importlib.metadata.PackageNotFoundError:
+        version, lic = "?", None
+    return _extract(lambda m: (root / m).read_bytes(), lambda m: (root / m).is_file(),
+                    f"the installed mediapipe {version}", dest, lic.encode() if lic else None)
 
 
 def _write_atomic(path: Path, data: bytes) -> Path:
@@ -137,14 +162,18 @@ def download_wheel(directory: Path, timeout: float = 300.0) -> Path:
     return wheels[0]
 
 
-def fetch(dest: Path | None = None, wheel: Path | None = None, force: bool = False) -> list[Path]:
-    """Put the MediaPipe face files into ``dest`` (default :func:`models_dir`); files already there and
-    intact are kept unless ``force``. Returns the files written."""
+def fetch(dest: Path | None = None, wheel: Path | None = None, force: bool = False,
+          from_installed: bool = False) -> list[Path]:
+    """Put the MediaPipe face files into ``dest`` (default :func:`models_dir`) from a wheel (downloaded, or
+    ``wheel``) or the installed package (``from_installed``); files already there and intact are kept
+    unless ``force``. Returns the files written."""
     d = Path(dest) if dest is not None else models_dir()
     entry = _entry()
     if not force and all((d / f).is_file() and sha256_file(d / f) == entry["sha256"][f] for f in entry["files"]):
         log.info("MediaPipe face files already in %s", d)
         return []
+    if from_installed:
+        return extract_from_installed(d)
     if wheel is not None:
         if not Path(wheel).is_file():
             raise InputError(f"wheel {wheel} not found; pass the path of a mediapipe-{WHEEL_VERSION}-*.whl")
