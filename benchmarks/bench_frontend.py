@@ -63,6 +63,33 @@ def parity(clips: list[Path], aligners: dict) -> dict:
     return dict(clips=rows, mean_px=float(d.mean()), p99_px=float(np.percentile(d, 99)), met=bool(ok))
 
 
+def parity_graphs(clips: list[Path], litert) -> dict:
+    """The bare graphs, no aligner around them: FaceMesh(refine_landmarks=True, max_num_faces=1) against
+    LiteRTFaceMesh(max_num_faces=1), frame by frame."""
+    from mediapipe.python.solutions import face_mesh
+    from flamecap.landmarks.litert_aligner import LiteRTFaceMesh
+    from flamecap.video import open_footage
+    ds, n_a, n_b = [], 0, 0
+    for c in clips:
+        fm = face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1)
+        lt = LiteRTFaceMesh(litert.models, max_num_faces=1)
+        for _, _, rgb in open_footage(c):
+            h, w = rgb.shape[:2]
+            fa = litert._faces_px(lt.process(rgb), w, h)
+            r = fm.process(rgb)
+            fb = [np.array([(q.x, q.y, q.z) for q in lm.landmark]) * [w, h, w] for lm in (r.multi_face_landmarks or [])]
+            n_a += bool(fb)
+            n_b += bool(fa)
+            if fa and fb:
+                ds.append(np.linalg.norm(fa[0][:, :2] - fb[0][:, :2], axis=-1))
+        fm.close()
+    d = np.concatenate(ds)
+    print(f"  bare graphs, {len(clips)} clips: faces legacy {n_a} litert {n_b}; mean {d.mean():.4f} px, "
+          f"p99 {np.percentile(d, 99):.4f} px, max {d.max():.4f} px", flush=True)
+    return dict(faces_legacy=n_a, faces_litert=n_b, mean_px=float(d.mean()), p99_px=float(np.percentile(d, 99)),
+                max_px=float(d.max()))
+
+
 def small_face_clip(path: Path, n: int = 25) -> Path:
     """A GRID clip's frames pasted at their own size (face ~100 px wide) into a grey 1920×1080 frame."""
     import cv2
@@ -145,6 +172,7 @@ def main() -> None:
     if "parity" not in args.skip:
         print("parity vs mediapipe 0.10.21 FaceMesh(refine_landmarks=True), same frames:")
         res["parity"] = parity(clips, aligners)
+        res["parity_graphs"] = parity_graphs(clips, aligners["litert"])
     with tempfile.TemporaryDirectory(prefix="flamecap-bench-") as tmp:
         tmp = Path(tmp)
         if "fallback" not in args.skip:
