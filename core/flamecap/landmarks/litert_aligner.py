@@ -170,6 +170,8 @@ class LiteRTAligner(MediaPipeAligner):
     end. Extra options: ``num_threads`` (LiteRT threads per model, default 1), ``full_range_fallback``."""
 
     name = "litert"
+    # inference holds one core (one LiteRT thread): the σ blocks run beside it on the other
+    post_in_thread = True
 
     def __init__(self, *args, num_threads: int = DEFAULT_THREADS, full_range_fallback: bool = True,
                  models_dir=None, **kwargs):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 import numpy as np
@@ -71,6 +72,9 @@ class MediaPipeAligner(Aligner):
 
     name = "mediapipe"
     scheme = "mediapipe478"
+    # σ blocks in a worker thread while detection goes on (numpy's eigh releases the GIL); off here, where
+    # MediaPipe's own graph threads already keep the cores busy
+    post_in_thread = False
 
     def __init__(self, face_index: int | None = None, max_num_faces: int = 3, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, static_image_mode: bool = False, max_jump: float = 1.0,
@@ -185,23 +189,30 @@ class MediaPipeAligner(Aligner):
 
     def track(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int], fps: float,
               progress: ProgressCallback | None = None, n_frames: int | None = None) -> LandmarkTrack:
-        blocks: list[tuple] = []
+        blocks: list = []
         pending: list[tuple] = []
         n_multi = 0
+        pool = ThreadPoolExecutor(1, thread_name_prefix="flamecap-sigma") if self.post_in_thread else None
 
         def flush():
             # σ / visibility per block of frames: flat memory (no (T, E, 3, 3) temporaries), cache-sized
             # (3x faster than one call over a long clip); per-frame maths, so blocking does not change values
             if pending:
-                blocks.append(_rows_to_arrays(pending))
+                rows = list(pending)
                 pending.clear()
+                blocks.append(pool.submit(_rows_to_arrays, rows) if pool is not None else _rows_to_arrays(rows))
 
-        for row in self.iter_detect(frames, image_size, progress, n_frames):
-            pending.append(row)
-            n_multi += row[3] > 1
-            if len(pending) >= POST_BLOCK:
-                flush()
-        flush()
+        try:
+            for row in self.iter_detect(frames, image_size, progress, n_frames):
+                pending.append(row)
+                n_multi += row[3] > 1
+                if len(pending) >= POST_BLOCK:
+                    flush()
+            flush()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        blocks = [b.result() if pool is not None else b for b in blocks]
         if blocks:
             idx, ts, points, sigma, valid, visible = (np.concatenate([b[k] for b in blocks]) for k in range(6))
         else:
