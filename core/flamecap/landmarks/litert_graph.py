@@ -19,6 +19,7 @@ The custom ops, as MediaPipe defines them (version 2, options from the op's flex
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,6 @@ CUSTOM_OPS = ("Landmarks2TransformMatrix", "TransformTensorBilinear", "Transform
 # ---------------------------------------------------------------------------------------------------------
 # the custom ops (pure, batched over a leading axis N)
 
-def rotation_2d(theta: np.ndarray) -> np.ndarray:
-    """(N,) radians → (N, 2, 2) rotation matrices [[cos, −sin], [sin, cos]]."""
-    c, s = np.cos(theta), np.sin(theta)
-    return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
-
-
 def landmarks_to_transform_matrix(landmarks: np.ndarray, subset: np.ndarray, left: int, right: int,
                                   target_rotation: float, out_w: int, out_h: int, scale_x: float,
                                   scale_y: float) -> np.ndarray:
@@ -48,20 +43,35 @@ def landmarks_to_transform_matrix(landmarks: np.ndarray, subset: np.ndarray, lef
 
     The crop is the bounding box of ``subset`` in a frame rotated so that left→right is horizontal,
     enlarged by ``scale``; crop pixel (u, v) maps to centre + R(−r) · diag(sx·w/out_w, sy·h/out_h) ·
-    (u − out_w/2, v − out_h/2)."""
-    p = np.asarray(landmarks, np.float64)[..., :2]
-    d = p[:, right] - p[:, left]
+    (u − out_w/2, v − out_h/2). Written with cos/sin arrays, not stacked 2×2 matrices: this runs three
+    times per frame on a few dozen points, where numpy's per-call cost is what counts."""
+    p = np.asarray(landmarks, np.float64)
+    d = p[:, right, :2] - p[:, left, :2]
     r = target_rotation - np.arctan2(d[:, 1], d[:, 0])                  # (N,)
-    q = np.einsum("nij,nkj->nki", rotation_2d(r), p[:, subset])         # subset in the rotated frame
-    lo, hi = q.min(1), q.max(1)
-    size = hi - lo                                                      # (N, 2) w, h
-    centre = np.einsum("nij,nj->ni", rotation_2d(-r), (lo + hi) / 2)    # back to input coordinates
-    lin = rotation_2d(-r) * (np.array([scale_x / out_w, scale_y / out_h]) * size)[:, None, :]
+    c, s = np.cos(r)[:, None], np.sin(r)[:, None]
+    x, y = p[:, subset, 0], p[:, subset, 1]
+    qx, qy = c * x - s * y, s * x + c * y                               # subset in the rotated frame
+    lo_x, hi_x, lo_y, hi_y = qx.min(1), qx.max(1), qy.min(1), qy.max(1)
+    mx, my = (lo_x + hi_x) / 2, (lo_y + hi_y) / 2
+    c, s = c[:, 0], s[:, 0]
+    cx, cy = c * mx + s * my, -s * mx + c * my                          # back by R(−r) = [[c, s], [−s, c]]
+    kx = scale_x * (hi_x - lo_x) / out_w
+    ky = scale_y * (hi_y - lo_y) / out_h
     m = np.zeros((p.shape[0], 4, 4))
-    m[:, :2, :2] = lin
-    m[:, :2, 3] = centre - lin @ np.array([out_w / 2.0, out_h / 2.0])
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = c * kx, s * ky, -s * kx, c * ky
+    m[:, 0, 3] = cx - (m[:, 0, 0] * out_w + m[:, 0, 1] * out_h) / 2
+    m[:, 1, 3] = cy - (m[:, 1, 0] * out_w + m[:, 1, 1] * out_h) / 2
     m[:, 2, 2] = m[:, 3, 3] = 1.0
     return m.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_centres(h: int, w: int) -> np.ndarray:
+    """(h·w, 2) pixel-centre coordinates (u + 0.5, v + 0.5), row-major; read-only (cached)."""
+    v, u = np.mgrid[0:h, 0:w]
+    uv = np.stack([u.ravel() + 0.5, v.ravel() + 0.5], -1).astype(np.float64)
+    uv.setflags(write=False)
+    return uv
 
 
 def transform_tensor_bilinear(features: np.ndarray, matrix: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -76,8 +86,7 @@ def transform_tensor_bilinear(features: np.ndarray, matrix: np.ndarray, out_h: i
     # one zero border around the map: every tap of an in-bounds sample is then a valid index
     pad = np.zeros((N, H + 2, W + 2, C), np.float32)
     pad[:, 1:-1, 1:-1] = f
-    v, u = np.mgrid[0:out_h, 0:out_w]
-    uv = np.stack([u.ravel() + 0.5, v.ravel() + 0.5], -1)                # (P, 2)
+    uv = _pixel_centres(out_h, out_w)                                    # (P, 2)
     xy = np.einsum("mij,pj->mpi", m[:, :2, :2], uv) + m[:, None, :2, 3] - 0.5   # (M, P, 2)
     x, y = xy[..., 0], xy[..., 1]
     inside = (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1)
