@@ -49,7 +49,7 @@ DOWNLOADS = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..cli import add_progress_argument
-    p = sub.add_parser("models", help="add, list, verify and download FLAME head models")
+    p = sub.add_parser("models", help="add, list, verify and download FLAME head models; fetch the MediaPipe face models")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
     msub.required = True
 
@@ -88,8 +88,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_progress_argument(dl)
     dl.set_defaults(handler=cmd_download)
 
+    mp = msub.add_parser("fetch-mediapipe", help="take MediaPipe's face models (Apache-2.0) out of the mediapipe "
+                                                 "0.10.21 wheel on PyPI for the 'litert' aligner")
+    mp.add_argument("--wheel", type=Path, metavar="FILE",
+                    help="a mediapipe-0.10.21-*.whl you already have (default: pip downloads it, no dependencies)")
+    mp.add_argument("--from-installed", action="store_true",
+                    help="copy them from the installed legacy mediapipe 0.10.21 package instead (no network)")
+    mp.add_argument("--dest", type=Path, metavar="DIR",
+                    help="where to put the files (default: $FLAMECAP_HOME/weights/mediapipe)")
+    mp.add_argument("--force", action="store_true", help="extract again even when intact files are there")
+    mp.set_defaults(handler=cmd_fetch_mediapipe)
+
 
 # ----------------------------------------------------------------------------------------------------------
+def cmd_fetch_mediapipe(args) -> int:
+    from ..landmarks import mp_models
+    dest = args.dest or mp_models.models_dir()
+    if args.wheel is not None and args.from_installed:
+        raise InputError("--wheel and --from-installed are two sources; give one of them")
+    written = mp_models.fetch(dest, wheel=args.wheel, force=args.force, from_installed=args.from_installed)
+    if not written:
+        print(f"MediaPipe face files already in place and intact: {dest}")
+    for p in written:
+        print(f"wrote {p}")
+    if written:
+        print(f"MediaPipe face models (Apache-2.0, Google LLC; licence: {dest / mp_models.LICENCE_FILE}) "
+              f"-> use them with '--aligner litert'")
+    return 0
+
+
 def cmd_add(args) -> int:
     from ..flame.io import add_model_file
     outcomes = add_model_file(args.file, name=args.name, make_default=args.default, n_shape=args.n_shape,

@@ -35,7 +35,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser, output: bool = True) -> None:
                    help="where the networks run (--aligner dense, --identity mica); the fitter uses the CPU")
 
 
-_CHOICES = {"aligner": ("mediapipe", "dense", "file"), "quality": ("fast", "production"),
+_CHOICES = {"aligner": ("mediapipe", "litert", "dense", "file"), "quality": ("fast", "production"),
             "identity": ("none", "mica"), "device": ("auto", "cpu", "cuda")}
 
 
@@ -157,7 +157,8 @@ def add_footage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end", type=int, default=None)
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--fps", type=float, default=None, help="frame rate override (image sequences: 25)")
-    p.add_argument("--aligner", default="mediapipe", choices=("mediapipe", "dense", "file"))
+    p.add_argument("--aligner", default="mediapipe", choices=("mediapipe", "litert", "dense", "file"),
+                   help="litert: MediaPipe's face models on ai-edge-litert (files: 'flamecap models fetch-mediapipe')")
     p.add_argument("--weights", default=None, help="--aligner dense: network weights")
     p.add_argument("--points", default=None, help="--aligner file: CSV or .npz with the points")
     p.add_argument("--face-index", type=int, default=None,

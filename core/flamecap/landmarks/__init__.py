@@ -1,6 +1,6 @@
 """2D alignment backends behind one interface (:class:`Aligner`) and a name registry.
 
-``get_aligner("mediapipe" | "file" | "dense", **options)`` returns a backend; backends are imported
+``get_aligner("mediapipe" | "litert" | "file" | "dense", **options)`` returns a backend; backends are imported
 lazily so ``import flamecap.landmarks`` stays light. ``track_footage(footage, aligner)`` runs one over a
 :class:`flamecap.video.Footage`.
 """
@@ -23,6 +23,8 @@ ALIGNERS: dict[str, tuple[str, str]] = {
     "mediapipe": ("flamecap.landmarks.mediapipe_aligner", "MediaPipeAligner"),
     "file": ("flamecap.landmarks.file_aligner", "FileAligner"),
     "dense": ("flamecap.landmarks.dense_aligner", "DenseAligner"),
+    # MediaPipe's face models on ai-edge-litert, FlameCap's own pipeline (no mediapipe package)
+    "litert": ("flamecap.landmarks.litert_aligner", "LiteRTAligner"),
 }
 DEFAULT_ALIGNER = "mediapipe"
 

@@ -14,140 +14,29 @@ alone in view is tracked by a single-face graph (same landmarks, no per-frame fa
 until it is lost; then a multi-face graph looks at the whole frame again, so faces that entered the view
 meanwhile take part from there (``frames_with_several_faces`` counts the frames several faces were seen in).
 
-σ per point (pixels), the 1-σ localisation uncertainty the fitter divides residuals by:
-
-    σ_k = max(σ_min, base_k · s) · 1 / max(cos_k, 0.25)     (× 3 more when the point faces away)
-
-- ``s`` is the face size: the distance between the outer eye corners (points 33 and 263) in pixels, or
-  0.45 × the point cloud's bounding-box diagonal if that is smaller (profile views shrink the eye span).
-- ``base_k`` by region (fractions of ``s``): iris 0.015, eyes 0.02, lips 0.025, nose 0.03, eyebrows 0.035,
-  other interior points 0.04, face oval / jawline 0.07 (contour points slide along the silhouette).
-- ``cos_k`` is the cosine between the point's surface normal and the direction to the camera. Normals come
-  from MediaPipe's 3D output (x, y in pixels, z in the same scale as x): per point the smallest principal
-  axis of its tessellation neighbours, oriented toward the camera side of the whole face; iris points
-  take the value of the nearest mesh point. ``σ_min`` = 0.5 px.
-- ``visible`` is ``cos_k > 0.05`` (points on the far side of a turned face are hidden in the image; their
-  reported positions are MediaPipe's guesses, hence the inflated σ).
-No temporal term is used.
+σ per point and visibility: see :mod:`flamecap.landmarks.mp_common` (shared with the ``litert`` backend).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 import numpy as np
 
 from ..contract.events import ProgressCallback
 from .base import Aligner, LandmarkTrack, TrackRows
+from .mp_common import (N_POINTS, POST_BLOCK, REGION_BASE, SIGMA_MIN_PX, _rows_to_arrays, _tables,
+                        point_normals_cos, sigma_and_visibility)
 
 log = logging.getLogger(__name__)
 
-N_POINTS = 478
-SIGMA_MIN_PX = 0.5
-REGION_BASE = {"iris": 0.015, "eyes": 0.02, "lips": 0.025, "nose": 0.03, "brows": 0.035, "interior": 0.04,
-               "oval": 0.07}
-
-_TABLES: dict = {}
-
-
-def _tables() -> dict:
-    """Per-point base σ fraction (478,), tessellation edges (E, 2), iris → nearest-mesh map (built once)."""
-    if _TABLES:
-        return _TABLES
-    from mediapipe.python.solutions import face_mesh_connections as c
-
-    def pts(conn):
-        return sorted({i for e in conn for i in e})
-
-    base = np.full(N_POINTS, REGION_BASE["interior"], dtype=np.float64)
-    for name, conns in (("oval", [c.FACEMESH_FACE_OVAL]), ("brows", [c.FACEMESH_LEFT_EYEBROW, c.FACEMESH_RIGHT_EYEBROW]),
-                        ("nose", [c.FACEMESH_NOSE]), ("lips", [c.FACEMESH_LIPS]),
-                        ("eyes", [c.FACEMESH_LEFT_EYE, c.FACEMESH_RIGHT_EYE]), ("iris", [c.FACEMESH_IRISES])):
-        for conn in conns:
-            base[pts(conn)] = REGION_BASE[name]
-    base[468:478] = REGION_BASE["iris"]
-    edges = np.array(sorted(c.FACEMESH_TESSELATION), dtype=np.int64)
-    # point ← edge incidence as a sparse sum: row p lists the edges starting at p, then those ending at p, in
-    # edge order, so the product sums in exactly np.add.at's order (bit-identical, ~10x faster)
-    from scipy.sparse import csr_matrix
-    n_e = edges.shape[0]
-    inc = csr_matrix((np.ones(2 * n_e), (np.concatenate([edges[:, 0], edges[:, 1]]), np.arange(2 * n_e))),
-                     shape=(N_POINTS, 2 * n_e))
-    inc.sort_indices()
-    _TABLES.update(base=base, edges=edges, incidence=inc)
-    return _TABLES
-
-
-def point_normals_cos(p3: np.ndarray) -> np.ndarray:
-    """Cosine between each point's normal and the view direction, from MediaPipe 3D points.
-
-    p3 (N, 478, 3): x, y pixels, z pixels (MediaPipe's z × width; smaller = nearer the camera).
-    Returns (N, 478) in [−1, 1]; positive faces the camera."""
-    tab = _tables()
-    e = tab["edges"]
-    p = np.asarray(p3, dtype=np.float64)
-    N = p.shape[0]
-    d = p[:, e[:, 1]] - p[:, e[:, 0]]                                # (N, E, 3)
-    outer = d[..., :, None] * d[..., None, :]                       # (N, E, 3, 3)
-    o = np.ascontiguousarray(outer.transpose(1, 0, 2, 3)).reshape(e.shape[0], N * 9)
-    cov = (tab["incidence"] @ np.concatenate([o, o])).reshape(N_POINTS, N, 3, 3).transpose(1, 0, 2, 3)
-    mesh = np.arange(468)
-    _, vecs = np.linalg.eigh(cov[:, mesh] + 1e-9 * np.eye(3))
-    n = vecs[..., 0]                                                # (N, 468, 3) smallest axis
-    # global face normal from the face's own frame: (right eye → left eye) × (chin → forehead)
-    across = p[:, 263] - p[:, 33]
-    up = p[:, 10] - p[:, 152]
-    g = np.cross(across, up)
-    g /= np.maximum(np.linalg.norm(g, axis=-1, keepdims=True), 1e-9)
-    g = np.where((g[:, 2:3] > 0), -g, g)                            # toward the camera = −z
-    # orient each local normal to agree with the mean of its neighbours... start from the global normal
-    n = np.where((np.sum(n * g[:, None], -1) < 0)[..., None], -n, n)
-    cos = np.empty((N, N_POINTS))
-    cos[:, :468] = -n[..., 2]
-    # iris points: nearest mesh point in 2D
-    dx = p[:, 468:, None, 0] - p[:, None, :468, 0]
-    dy = p[:, 468:, None, 1] - p[:, None, :468, 1]
-    dist = np.sqrt(dx * dx + dy * dy)                               # = np.linalg.norm(..., axis=-1), cheaper
-    near = np.argmin(dist, axis=-1)
-    cos[:, 468:] = np.take_along_axis(cos[:, :468], near, axis=1)
-    return cos
-
-
-POST_BLOCK = 32   # frames per σ/visibility block (cache-sized)
-
-
-def _rows_to_arrays(rows: list[tuple]) -> tuple:
-    """Detection rows (frame_index, time_s, points3 or None, n_faces) → frame_index (n,), time_s (n,),
-    points (n, 478, 2) float32 px, σ (n, 478) float32 px, valid (n,), visible (n, 478); no-face rows NaN."""
-    n = len(rows)
-    points = np.full((n, N_POINTS, 2), np.nan, dtype=np.float32)
-    sigma = np.full((n, N_POINTS), np.nan, dtype=np.float32)
-    visible = np.zeros((n, N_POINTS), dtype=bool)
-    valid = np.array([r[2] is not None for r in rows], dtype=bool)
-    if valid.any():
-        p3 = np.stack([r[2] for r in rows if r[2] is not None])
-        sig, vis = sigma_and_visibility(p3)
-        points[valid] = p3[..., :2]
-        sigma[valid] = sig
-        visible[valid] = vis
-    return (np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64),
-            points, sigma, valid, visible)
-
-
-def sigma_and_visibility(points3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """σ (N, 478) px and visible (N, 478) bool from MediaPipe 3D points (N, 478, 3) in pixels (see module
-    docstring for the formula)."""
-    tab = _tables()
-    p = np.asarray(points3, dtype=np.float64)
-    eye_span = np.linalg.norm(p[:, 263, :2] - p[:, 33, :2], axis=-1)
-    diag = np.linalg.norm(p[..., :2].max(1) - p[..., :2].min(1), axis=-1)
-    s = np.maximum(np.maximum(eye_span, 0.45 * diag), 1e-3)
-    cos = point_normals_cos(p)
-    sig = np.maximum(tab["base"][None] * s[:, None], SIGMA_MIN_PX) / np.maximum(cos, 0.25)
-    sig = np.where(cos < 0.05, sig * 3.0, sig)
-    return sig.astype(np.float32), cos > 0.05
+# the σ model moved to mp_common (both MediaPipe backends use it); these names stay importable from here
+__all__ = ["MediaPipeAligner", "N_POINTS", "POST_BLOCK", "REGION_BASE", "SIGMA_MIN_PX", "_rows_to_arrays", "_tables",
+           "point_normals_cos", "sigma_and_visibility"]
 
 
 class _Graphs:
@@ -184,6 +73,9 @@ class MediaPipeAligner(Aligner):
 
     name = "mediapipe"
     scheme = "mediapipe478"
+    # σ blocks in a worker thread while detection goes on (numpy's eigh releases the GIL); off here, where
+    # MediaPipe's own graph threads already keep the cores busy
+    post_in_thread = False
 
     def __init__(self, face_index: int | None = None, max_num_faces: int = 3, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, static_image_mode: bool = False, max_jump: float = 1.0,
@@ -299,22 +191,37 @@ class MediaPipeAligner(Aligner):
     def track(self, frames: Iterable[tuple[int, float, np.ndarray]], image_size: tuple[int, int], fps: float,
               progress: ProgressCallback | None = None, n_frames: int | None = None) -> LandmarkTrack:
         rows = TrackRows(N_POINTS, n_frames)
+        blocks: deque = deque()
         pending: list[tuple] = []
         n_multi = 0
+        pool = ThreadPoolExecutor(1, thread_name_prefix="flamecap-sigma") if self.post_in_thread else None
 
         def flush():
             # σ / visibility per block of frames: flat memory (no (T, E, 3, 3) temporaries), cache-sized
             # (3x faster than one call over a long clip); per-frame maths, so blocking does not change values
             if pending:
-                rows.append(*_rows_to_arrays(pending))
+                batch = list(pending)
                 pending.clear()
+                blocks.append(pool.submit(_rows_to_arrays, batch) if pool is not None else _rows_to_arrays(batch))
 
-        for row in self.iter_detect(frames, image_size, progress, n_frames):
-            pending.append(row)
-            n_multi += row[3] > 1
-            if len(pending) >= POST_BLOCK:
-                flush()
-        flush()
+        def drain(keep: int):
+            # blocks land in the one preallocated track in order; at most ``keep`` stay in flight
+            while len(blocks) > keep:
+                b = blocks.popleft()
+                rows.append(*(b.result() if pool is not None else b))
+
+        try:
+            for row in self.iter_detect(frames, image_size, progress, n_frames):
+                pending.append(row)
+                n_multi += row[3] > 1
+                if len(pending) >= POST_BLOCK:
+                    flush()
+                    drain(2)
+            flush()
+            drain(0)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         a = rows.arrays()
         idx, ts, points, sigma, valid, visible = (a[k] for k in TrackRows.FIELDS)
         T = int(valid.size)
