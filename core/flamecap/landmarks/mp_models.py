@@ -12,7 +12,6 @@ error that names the command.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import InputError, WeightsError
+from ..flame.registry import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ def models_dir() -> Path:
     """``$FLAMECAP_MEDIAPIPE_MODELS`` if set, else ``$FLAMECAP_HOME/weights/mediapipe``."""
     env = os.environ.get(DIR_ENV)
     return Path(env) if env else paths.home() / "weights" / "mediapipe"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _CHECKED: dict[tuple[str, float, int], bool] = {}
@@ -91,7 +83,7 @@ def _extract(read, has, source: str, dest: Path, licence: bytes | None) -> list[
             raise InputError(f"{source} has no {member}; it is not mediapipe {WHEEL_VERSION} (later releases "
                              f"ship no face models)")
         data = read(member)
-        if hashlib.sha256(data).hexdigest() != entry["sha256"][fname]:
+        if sha256_bytes(data) != entry["sha256"][fname]:
             raise WeightsError(f"{member} in {source} does not match its sha256 in the weights manifest; "
                                f"run '{FETCH_COMMAND}' to download the {WHEEL_VERSION} wheel again")
         datas[fname] = data
