@@ -32,7 +32,7 @@ def make_result(path: Path, model, n_frames: int, n_expr: int):
               "eye_pose": (s * [0.1, 0.1, 0, 0.1, 0.1, 0]).astype(np.float32),
               "global_rot": (s * [0.1, 0.3, 0]).astype(np.float32),
               "transl": (np.array([0, 0, -0.6]) + s * [0.01, 0, 0]).astype(np.float32),
-              "valid": np.ones(T, bool), "fit_error_px": np.ones(T, np.float32), "time_s": t.astype(np.float32),
+              "valid": np.ones(T, bool), "landmark_residual_px": np.ones(T, np.float32), "time_s": t.astype(np.float32),
               "frame_index": np.arange(T, dtype=np.int32), "shape": np.zeros(10, np.float32),
               "K": intrinsics_from_fov(640, 480, 30).astype(np.float32), "cam_R": np.diag([1.0, -1, -1]),
               "cam_t": np.zeros(3), "image_size": np.array([640, 480], np.int32)}

@@ -34,7 +34,7 @@ def main() -> int:
         dt = time.perf_counter() - t0
         print(f"{q:10s} 75 frames: {1e3 * dt / 75:.1f} ms/frame  stages (ms/frame) "
               f"{({k: round(1e3 * v / 75, 2) for k, v in out.timings.items()})}"
-              f"  error {np.nanmean(out.fit_error_px):.2f} px", flush=True)
+              f"  error {np.nanmean(out.landmark_residual_px):.2f} px", flush=True)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     reps = int(np.ceil(a.frames / 75))
     tr = clip.track

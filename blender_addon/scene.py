@@ -16,8 +16,8 @@ What :func:`import_result` creates, in a collection ``FlameCap <name>``:
 - ``<name>_camera``: from K / cam_R / cam_t / image_size via ``contract.conventions``; the render resolution
   and scene fps / frame range follow the result; the footage is the camera's background movie clip.
 
-- The per-frame fit error (px) is keyed on the rig's ``flamecap_fit_error_px`` property (a curve in the Graph
-  Editor); the worst frames are listed in ``flamecap_worst_frames``.
+- The per-frame residual to the landmarks (px: agreement with the detector, not accuracy) is keyed on the rig's
+  ``flamecap_landmark_residual_px`` property (a curve in the Graph Editor); the worst frames are listed in ``flamecap_worst_frames``.
 - Other objects that would block the tracking camera's view: the factory-default Cube is hidden (viewport and
   render); any other is left alone and named in :attr:`ImportedScene.blocking` for the artist.
 
@@ -46,8 +46,8 @@ PROP_SMOOTHING = "flamecap_smoothing"  # strength last applied
 PROP_MESH = "flamecap_mesh"            # the head mesh object (ID pointer)
 PROP_CAMERA = "flamecap_camera"
 PROP_BAKED = "flamecap_baked"          # per-frame baked keys in use
-PROP_FIT_ERROR = "flamecap_fit_error_px"  # keyed per frame: the fit's reprojection error
-PROP_WORST = "flamecap_worst_frames"   # Blender frames with the largest fit error, worst first
+PROP_RESIDUAL = "flamecap_landmark_residual_px"  # keyed per frame: distance to the detector's points
+PROP_WORST = "flamecap_worst_frames"   # Blender frames with the largest residual, worst first
 N_WORST = 5
 # smoothing channels the artist sets separately, and the result arrays each one filters
 SMOOTHING_CHANNELS = {"head": ("global_rot", "transl", "neck_pose"), "jaw": ("jaw_pose",),
@@ -148,8 +148,8 @@ def prepare_tracks(result, smoothing=0.0) -> dict:
 
 
 def worst_frames(result, n: int = N_WORST) -> list[tuple[int, float]]:
-    """``(Blender frame, fit error px)`` of the ``n`` valid frames with the largest fit error, worst first."""
-    err = np.asarray(result["fit_error_px"], dtype=np.float64)
+    """``(Blender frame, residual px)`` of the ``n`` valid frames with the largest landmark residual, worst first."""
+    err = np.asarray(result["landmark_residual_px"], dtype=np.float64)
     valid = np.asarray(result["valid"], bool) & np.isfinite(err)
     idx = np.flatnonzero(valid)
     idx = idx[np.argsort(-err[idx], kind="stable")][:n]
@@ -396,7 +396,7 @@ def _build(result, tracks, path, name, options, scene) -> ImportedScene:
     rig[PROP_MESH] = mesh_obj
     rig[PROP_SMOOTHING] = smoothing_strengths(options.smoothing)
     rig[PROP_BAKED] = bool(options.bake_per_frame)
-    rig[PROP_FIT_ERROR] = 0.0
+    rig[PROP_RESIDUAL] = 0.0
     rig[PROP_WORST] = [f for f, _ in worst_frames(result)]
     take = options.take or f"{name}_take"
     actions = write_take(rig, mesh_obj, result, tracks, take, bake_per_frame=options.bake_per_frame)
@@ -506,8 +506,8 @@ def write_take(rig, mesh_obj, result, tracks: dict, take: str, bake_per_frame: b
     loc_path = 'pose.bones["root"].location'
     anim_compat.write_channels(rig_act, rig_slot, [(loc_path, i, tracks["transl"][:, i]) for i in range(3)],
                                frames, group="root")
-    fit_err = np.nan_to_num(np.asarray(result["fit_error_px"], dtype=np.float64), nan=0.0)
-    anim_compat.write_channels(rig_act, rig_slot, [(f'["{PROP_FIT_ERROR}"]', 0, fit_err)], frames, group="FlameCap fit")
+    fit_err = np.nan_to_num(np.asarray(result["landmark_residual_px"], dtype=np.float64), nan=0.0)
+    anim_compat.write_channels(rig_act, rig_slot, [(f'["{PROP_RESIDUAL}"]', 0, fit_err)], frames, group="FlameCap fit")
 
     channels = []
     if bake_per_frame:

@@ -141,7 +141,8 @@ def draw_result(layout, context) -> None:
     worst = list(rig.get(scene.PROP_WORST, []))
     if worst:
         col = box.column(align=True)
-        col.label(text="Fit error: Graph Editor, rig property flamecap_fit_error_px")
+        col.label(text="Residual to the landmarks (px; not accuracy): Graph Editor,")
+        col.label(text="rig property flamecap_landmark_residual_px")
         col.label(text="Worst frames (click to go there):")
         row = col.row(align=True)
         for f in worst:

@@ -80,7 +80,7 @@ def F(tmp_path_factory) -> dict[str, Path]:
     arr = {"expr": np.zeros((T, m.n_expr), np.float32), "jaw_pose": np.zeros((T, 3), np.float32),
            "neck_pose": np.zeros((T, 3), np.float32), "eye_pose": np.zeros((T, 6), np.float32),
            "global_rot": np.zeros((T, 3), np.float32), "transl": np.tile(np.float32([0, 0, 0.5]), (T, 1)),
-           "valid": np.ones(T, bool), "fit_error_px": np.ones(T, np.float32),
+           "valid": np.ones(T, bool), "landmark_residual_px": np.ones(T, np.float32),
            "time_s": np.arange(T, dtype=np.float32) / 25, "frame_index": np.arange(T, dtype=np.int32),
            "shape": np.zeros(m.n_shape, np.float32), "K": np.float32([[500, 0, 48], [0, 500, 48], [0, 0, 1]]),
            "cam_R": np.eye(3, dtype=np.float32), "cam_t": np.zeros(3, np.float32),

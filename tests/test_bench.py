@@ -75,7 +75,7 @@ def test_quick_bench_report(tmp_path, capsys):
     for m, v in clip["methods"].items():
         assert set(v["ssme_px"]) == {"1", "2", "4", "8"}, m
         for key in ("ssme_mean_px", "vertex_error_mm", "jaw_error_deg", "head_rot_error_deg", "focal_error_rel",
-                    "fit_error_px", "fit_s", "fit_fps"):
+                    "landmark_residual_px", "fit_s", "fit_fps"):
             assert _finite(v[key]) and v[key] >= 0, (m, key, v[key])
         assert all(_finite(x) for x in v["ssme_px"].values())
         assert v["valid_frames"] >= 9

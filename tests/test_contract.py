@@ -108,7 +108,7 @@ def _result(T=3, S=4, E=2, V=6, F=4, P=36) -> TrackingResult:
     arrays = {
         "expr": f32(T, E), "jaw_pose": f32(T, 3), "neck_pose": f32(T, 3), "eye_pose": f32(T, 6),
         "global_rot": f32(T, 3), "transl": f32(T, 3), "valid": np.ones(T, bool),
-        "fit_error_px": np.abs(f32(T)), "time_s": np.arange(T, dtype=np.float32) / 25,
+        "landmark_residual_px": np.abs(f32(T)), "time_s": np.arange(T, dtype=np.float32) / 25,
         "frame_index": np.arange(T, dtype=np.int32), "shape": f32(S),
         "K": np.eye(3, dtype=np.float32), "cam_R": np.eye(3, dtype=np.float32), "cam_t": np.zeros(3, np.float32),
         "image_size": np.array([640, 480], np.int32), "head_vertices": f32(V, 3),
@@ -128,6 +128,20 @@ def test_valid_result_roundtrip(tmp_path):
     for k, v in r.arrays.items():
         np.testing.assert_array_equal(back[k], v)
     assert back.meta["joint_names"] == ["root", "neck", "jaw", "eye_l", "eye_r"]
+
+
+def test_version_2_result_reads_with_its_residual_under_the_new_name(tmp_path):
+    from flamecap.contract.npzio import write_npz_atomic
+    r = _result()
+    arrays = dict(r.arrays)
+    arrays["fit_error_px"] = arrays.pop("landmark_residual_px")
+    meta = dict(r.meta, version=2, source=dict(r.meta["source"]))
+    p = write_npz_atomic(tmp_path / "old.npz", arrays, meta)
+    back = load_result(p)
+    np.testing.assert_array_equal(back["landmark_residual_px"], r["landmark_residual_px"])
+    assert "fit_error_px" not in back
+    with pytest.raises(ContractError, match="'landmark_residual_px' is missing"):
+        validate(arrays, dict(meta, version=3))    # a version-3 file must use the new name
 
 
 @pytest.mark.parametrize("mutate,match", [
@@ -159,7 +173,7 @@ def test_nan_on_invalid_frames_is_allowed():
     r = _result()
     r.arrays["valid"][1] = False
     r.arrays["transl"][1] = np.nan
-    r.arrays["fit_error_px"][1] = np.nan
+    r.arrays["landmark_residual_px"][1] = np.nan
     validate(r.arrays, r.meta)
 
 

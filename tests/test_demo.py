@@ -60,7 +60,7 @@ def _check_result(out, n_frames):
     assert res.n_frames == n_frames
     valid = np.asarray(res["valid"], bool)
     assert valid.sum() >= n_frames - 1                         # MediaPipe finds the synthetic head
-    assert float(np.nanmean(res["fit_error_px"][valid])) < 5.0  # the fit follows the landmarks
+    assert float(np.nanmean(res["landmark_residual_px"][valid])) < 5.0  # the fit follows the landmarks
     assert res.meta["source"]["path"].endswith("clip.mp4")
     assert res["head_vertices"].shape == gt["vertices"].shape[1:]
     return res

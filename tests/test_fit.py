@@ -128,7 +128,7 @@ def test_synthetic_recovery(small_model):
     clip, out, jaw, rot, raw, aligned, s = _recovery(small_model)
     print(f"jaw max {jaw.max():.2f}° rot max {rot.max():.2f}° mean {rot.mean():.2f}°; face vertices raw mean "
           f"{raw.mean()*1e3:.2f} mm, scale-aligned mean {aligned.mean()*1e3:.2f} max {aligned.max()*1e3:.2f} mm, "
-          f"scale {s:.4f}; error {np.nanmean(out.fit_error_px):.2f} px")
+          f"scale {s:.4f}; error {np.nanmean(out.landmark_residual_px):.2f} px")
     assert out.valid.all()
     assert jaw.max() < 2.0
     assert rot.max() < 1.0
@@ -147,6 +147,34 @@ def test_synthetic_recovery_flame_topology(flame_reference_dir):
     assert jaw.max() < 2.0 and rot.max() < 1.0 and aligned.mean() < 2e-3
 
 
+@pytest.mark.parametrize("fov_deg", [22.0, 60.0])
+def test_focal_is_found_far_from_its_start_and_said_observable_when_it_is(small_model, fov_deg):
+    # the fitter starts at a 40° field of view; a 22° and a 60° lens are 50 % shorter / 60 % longer focals
+    b = sample_binding(small_model, 200, seed=0)
+    clip = make_clip(small_model, b, n_frames=40, n_shape=20, n_expr=10, fov_deg=fov_deg, noise_px=0.5,
+                     outlier_frac=0.0, yaw_deg=35.0, seed=4)
+    out = fit_track(clip.track, b, small_model, FitConfig.preset("fast", n_shape=20, n_expr=10))
+    err = abs(out.focal / clip.focal - 1.0)
+    print(f"fov {fov_deg}: focal {out.focal:.0f} px (true {clip.focal:.0f}, {100 * err:.1f} %), "
+          f"{out.info['focal_profile']}")
+    assert err < 0.10
+    assert out.info["focal_observable"] is True
+    res = build_result(out, clip.track, small_model)
+    assert res.meta["fit"]["focal_observable"] is True
+
+
+def test_focal_of_a_head_that_never_turns_is_said_unobservable(small_model):
+    # frontal, still, noisy: depth and face size trade off against the focal
+    b = sample_binding(small_model, 200, seed=0)
+    clip = make_clip(small_model, b, n_frames=30, n_shape=20, n_expr=10, fov_deg=20.0, noise_px=2.0,
+                     outlier_frac=0.0, yaw_deg=2.0, seed=5)
+    out = fit_track(clip.track, b, small_model, FitConfig.preset("fast", n_shape=20, n_expr=10))
+    assert out.info["focal_observable"] is False
+    given = fit_track(clip.track, b, small_model, FitConfig.preset("fast", n_shape=20, n_expr=10,
+                                                                   focal_px=clip.focal))
+    assert given.info["focal_observable"] is None and given.focal == pytest.approx(clip.focal)
+
+
 def test_invalid_frames_interpolated_single_frame_and_all_nan(small_model):
     b = sample_binding(small_model, 80, seed=1)
     clip = make_clip(small_model, b, n_frames=10, n_shape=10, n_expr=6, outlier_frac=0.0, seed=5)
@@ -157,7 +185,7 @@ def test_invalid_frames_interpolated_single_frame_and_all_nan(small_model):
     cfg = FitConfig.preset("fast", n_shape=10, n_expr=6, focal_px=clip.focal)
     out = fit_track(tr, b, small_model, cfg)
     assert out.valid.tolist() == [True] * 4 + [False, False] + [True, True, False, True]
-    assert np.isnan(out.fit_error_px[~out.valid]).all()
+    assert np.isnan(out.landmark_residual_px[~out.valid]).all()
     for k, v in out.params.items():
         assert np.isfinite(v).all(), k
     # interpolated rows lie between their neighbours (no pops)
@@ -167,7 +195,7 @@ def test_invalid_frames_interpolated_single_frame_and_all_nan(small_model):
     # a single frame
     one = make_clip(small_model, b, n_frames=1, n_shape=10, n_expr=6, outlier_frac=0.0, seed=6)
     o1 = fit_track(one.track, b, small_model, cfg)
-    assert o1.valid.tolist() == [True] and o1.fit_error_px[0] < 3.0
+    assert o1.valid.tolist() == [True] and o1.landmark_residual_px[0] < 3.0
     # all NaN → one-line FitError
     tr.points[:] = np.nan
     with pytest.raises(FitError) as e:
@@ -211,7 +239,7 @@ def test_vertex_offsets_recover_a_bump(small_model):
     assert np.corrcoef(o[fm, 2], bump[fm, 2])[0, 1] > 0.5               # ... with its shape
     eyes = np.asarray(m["weights"])[:, 3:].sum(1) >= 0.5
     assert np.abs(o[eyes]).max() == 0.0
-    assert np.nanmedian(out.fit_error_px) <= np.nanmedian(plain.fit_error_px) + 1e-3
+    assert np.nanmedian(out.landmark_residual_px) <= np.nanmedian(plain.landmark_residual_px) + 1e-3
     res = build_result(out, clip.track, m)
     np.testing.assert_allclose(res["vertex_offsets"], o, atol=1e-7)
     neutral = V + np.einsum("vck,k->vc", m["shapedirs"][:, :, :20], out.shape) + o

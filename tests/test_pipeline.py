@@ -107,5 +107,5 @@ def test_track_cli_pipelined_equals_sequential(grid_dir, tmp_path):
         outs[name] = load_result(out)
     a, b = outs["pipe"], outs["seq"]
     assert a.n_frames == b.n_frames == 40
-    for key in ("global_rot", "transl", "jaw_pose", "expr", "shape", "K", "valid", "fit_error_px"):
+    for key in ("global_rot", "transl", "jaw_pose", "expr", "shape", "K", "valid", "landmark_residual_px"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=key)

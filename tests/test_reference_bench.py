@@ -170,7 +170,7 @@ def test_render_metrics_of_the_truth_itself():
     gt = ground_truth(rig, RenderClip("t", "synthetic", 300.0, n_frames=8, seed=3), s)
     result = {k: gt[k] for k in ("expr", "jaw_pose", "neck_pose", "eye_pose", "global_rot", "transl", "eyelids",
                                  "shape", "K", "cam_R", "cam_t")}
-    result.update(valid=np.ones(8, bool), fit_error_px=np.full(8, 0.5), head_vertices=np.asarray(rig["v_template"]))
+    result.update(valid=np.ones(8, bool), landmark_residual_px=np.full(8, 0.5), head_vertices=np.asarray(rig["v_template"]))
     m = clip_metrics(gt, rig, result)
     assert m["jaw_opening_ratio"] == pytest.approx(1.0)
     for k in ("jaw_error_deg", "head_rot_error_deg", "gaze_error_deg", "eye_rot_error_deg", "focal_error_pct",
@@ -178,7 +178,7 @@ def test_render_metrics_of_the_truth_itself():
         assert m[k] == pytest.approx(0.0, abs=1e-2), k
     assert m["procrustes_face_mm"] == pytest.approx(0.0, abs=1e-3)
     assert m["neutral_template_procrustes_mm"] > 0.5 and m["procrustes_ratio_vs_neutral"] < 1e-3
-    assert m["stored_fit_error_px"] == pytest.approx(0.5)
+    assert m["stored_residual_px"] == pytest.approx(0.5)
 
 
 def test_alt_rig_differs_in_expression_basis_and_jaw_skinning(flame_reference_dir):

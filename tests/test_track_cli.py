@@ -46,7 +46,7 @@ def test_fit_cli_jsonl_and_smooth(model_and_landmarks, capsys):
     assert all(0 <= e["fraction"] <= 1 for e in events if e["event"] == "progress")
     assert any(e.get("stage") == "refine" for e in events)
     r = load_result(out)
-    assert r.n_frames == 6 and r["valid"].all() and np.nanmean(r["fit_error_px"]) < 2.0
+    assert r.n_frames == 6 and r["valid"].all() and np.nanmean(r["landmark_residual_px"]) < 2.0
     assert r.meta["quality"] == "fast" and r.meta["aligner"] and r.meta["focal_source"] == "estimated"
     sm = d / "sm.npz"
     assert main(["smooth", str(out), "-o", str(sm), "--strength", "2", "--progress", "none"]) == 0
@@ -80,7 +80,7 @@ def test_track_grid_clip(grid_dir, flame_reference_dir, tmp_path):
     assert code == 0
     r = load_result(out)
     assert r.n_frames == 30 and r["valid"].all()
-    assert np.nanmean(r["fit_error_px"]) < 1.5     # px on 360x288 (inter-ocular ≈ 60 px)
+    assert np.nanmean(r["landmark_residual_px"]) < 1.5     # px on 360x288 (inter-ocular ≈ 60 px)
     assert (r["transl"][:, 2] < 0).all()
 
 

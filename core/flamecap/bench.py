@@ -115,7 +115,7 @@ class MethodFit:
     cam_t: np.ndarray
     valid: np.ndarray
     seconds: float
-    fit_error_px: float = float("nan")
+    landmark_residual_px: float = float("nan")
 
 
 def load_baseline(path: str | os.PathLike = DEFAULT_BASELINE) -> Callable:
@@ -166,7 +166,7 @@ def fit_flamecap(track, model: FlameModelData, binding, quality: str) -> MethodF
     if fo.offsets is not None:
         params["vertex_offsets"] = np.asarray(fo.offsets)
     valid = np.asarray(fo.valid, bool)
-    fe = np.asarray(fo.fit_error_px, float)
+    fe = np.asarray(fo.landmark_residual_px, float)
     err = float(np.nanmean(fe[valid])) if valid.any() else float("nan")
     return MethodFit(quality, params, np.asarray(fo.K, float), DEFAULT_CAM_R.copy(), DEFAULT_CAM_T.copy(), valid,
                      seconds, err)
@@ -334,7 +334,7 @@ def run_synthetic_clip(spec: SynthClipSpec, cfg: BenchConfig, model: FlameModelD
             "jaw_error_deg": _finite(jaw[ok].mean()) if ok.any() else None,
             "head_rot_error_deg": _finite(head[ok].mean()) if ok.any() else None,
             "focal_error_rel": _finite(M.focal_error_rel(float(fit.K[0, 0]), f_gt)),
-            "fit_error_px": _finite(fit.fit_error_px), "valid_frames": int(ok.sum()),
+            "landmark_residual_px": _finite(fit.landmark_residual_px), "valid_frames": int(ok.sum()),
             "fit_s": fit.seconds, "fit_fps": T / max(fit.seconds, 1e-9),
         }
         timings[fit.method] = fit.seconds
@@ -384,7 +384,7 @@ def run_grid_clip(video: Path, cfg: BenchConfig, model: FlameModelData, binding,
             if out["raw_jitter_px"] else None,
             "nme": _finite(M.reprojection_nme(pts, raw_b, iod, ok)),
             "lag_frames": int(M.lag_frames(raw_b[ok], pts[ok])) if ok.sum() > 3 else None,
-            "fit_error_px": _finite(fit.fit_error_px), "fit_s": fit.seconds, "fit_fps": T / max(fit.seconds, 1e-9),
+            "landmark_residual_px": _finite(fit.landmark_residual_px), "fit_s": fit.seconds, "fit_fps": T / max(fit.seconds, 1e-9),
         }
         timings[fit.method] = fit.seconds
         clip.series.setdefault("NME (inter-ocular)", {})[fit.method] = np.where(ok, per_frame, np.nan)
@@ -513,7 +513,7 @@ def write_markdown(report: dict, path: Path) -> None:
                          f"{_fmt(v['vertex_error_centred_mm'])} | "
                          f"{_fmt(v['jaw_error_deg'])} | "
                          f"{_fmt(v['head_rot_error_deg'])} | {_fmt(v['focal_error_rel'], 3)} | "
-                         f"{_fmt(v['fit_error_px'])} | {_fmt(v['fit_s'])} |")
+                         f"{_fmt(v['landmark_residual_px'])} | {_fmt(v['fit_s'])} |")
     real = report.get("real", {})
     lines += ["", "## Real footage (GRID)", ""]
     if real.get("skipped"):
@@ -642,8 +642,8 @@ def run_bench(out_dir: str | os.PathLike, cfg: BenchConfig, grid: str | os.PathL
         plots = write_plots(plot_clips, out_dir)
     syn_keys = ("ssme_mean_px", "vertex_error_mm", "vertex_error_centred_mm", "jaw_error_deg", "head_rot_error_deg",
                 "focal_error_rel",
-                "fit_error_px")
-    real_keys = ("jitter_px", "jitter_ratio_vs_raw", "nme", "lag_frames", "fit_error_px")
+                "landmark_residual_px")
+    real_keys = ("jitter_px", "jitter_ratio_vs_raw", "nme", "lag_frames", "landmark_residual_px")
     report: dict[str, Any] = {
         "format": REPORT_FORMAT, "version": REPORT_VERSION, "quick": cfg.quick,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -55,14 +55,14 @@ class DemoOutcome:
     fbx: Path | None
     n_frames: int
     valid_frames: int
-    mean_fit_error_px: float
+    mean_landmark_residual_px: float
     seconds: float
     blender_note: str = ""
     blender_info: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         return (f"demo: {self.valid_frames}/{self.n_frames} frames tracked, mean fit error "
-                f"{self.mean_fit_error_px:.2f} px, {self.seconds:.1f} s")
+                f"{self.mean_landmark_residual_px:.2f} px, {self.seconds:.1f} s")
 
 
 def run_blender_part(result: Path, blend: Path, fbx: Path, python: str = "", addon_dir: str = "",
@@ -119,7 +119,7 @@ def run_demo(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), blender
     res = track_video(video, model, cfg.quality, progress=progress)
     result = save_result(out / "result.npz", res)
     valid = np.asarray(res["valid"], bool)
-    fe = np.asarray(res["fit_error_px"], float)
+    fe = np.asarray(res["landmark_residual_px"], float)
     mean_err = float(np.nanmean(fe[valid])) if valid.any() else float("nan")
     blend = fbx = None
     note, info = "", {}
@@ -136,5 +136,5 @@ def run_demo(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), blender
         note = "Blender part skipped (--no-blender)"
     prog("demo", 1.0, "done")
     return DemoOutcome(out_dir=out, footage=video, ground_truth=Path(gt), result=Path(result), blend=blend, fbx=fbx,
-                       n_frames=int(valid.shape[0]), valid_frames=int(valid.sum()), mean_fit_error_px=mean_err,
+                       n_frames=int(valid.shape[0]), valid_frames=int(valid.sum()), mean_landmark_residual_px=mean_err,
                        seconds=time.perf_counter() - t0, blender_note=note, blender_info=info)

@@ -79,7 +79,7 @@ def make_result(path, n_frames: int = 12, source_path: str = "", image_size=(360
         "global_rot": np.stack([0.1 * s[:, 0], 0.3 * s[:, 0], 0.05 + 0 * t], 1).astype(np.float32),
         "transl": np.stack([0.01 * s[:, 0], 0.0 * t, -0.6 + 0.02 * s[:, 0]], 1).astype(np.float32),
         "valid": np.ones(T, bool),
-        "fit_error_px": np.full(T, 1.5, np.float32),
+        "landmark_residual_px": np.full(T, 1.5, np.float32),
         "time_s": t.astype(np.float32),
         "frame_index": (np.arange(T) + frame_offset).astype(np.int32),
         "shape": np.zeros(10, np.float32),

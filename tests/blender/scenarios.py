@@ -223,7 +223,7 @@ def camera_view_state(rig) -> dict:
     compat = import_module(_addon_pkg() + ".anim_compat")
     cube = bpy.data.objects.get("Cube")
     ad = rig.animation_data
-    fc = compat.find_fcurve(ad.action, ad.action_slot if compat.SLOTTED else None, '["flamecap_fit_error_px"]')
+    fc = compat.find_fcurve(ad.action, ad.action_slot if compat.SLOTTED else None, '["flamecap_landmark_residual_px"]')
     return {"scene_camera": bpy.context.scene.camera.name if bpy.context.scene.camera else None,
             "rig_camera": rig["flamecap_camera"].name,
             "cube": None if cube is None else {"hidden": not cube.visible_get(), "hide_render": cube.hide_render},

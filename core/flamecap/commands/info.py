@@ -59,12 +59,14 @@ def _summary(path: str) -> dict:
     from ..contract.result import load_result
     r = load_result(path)
     valid = r["valid"]
-    err = r["fit_error_px"][valid]
+    err = r["landmark_residual_px"][valid]
     return {"path": str(path), "frames": r.n_frames, "valid_frames": int(valid.sum()), "fps": r.fps,
             "image_size": list(r.image_size), "focal_px": float(r["K"][0, 0]),
+            "focal_source": r.meta.get("focal_source"),
+            "focal_observable": (r.meta.get("fit") or {}).get("focal_observable"),
             "n_shape": int(r["shape"].shape[0]), "n_expr": int(r["expr"].shape[1]),
             "n_vertices": int(r["head_vertices"].shape[0]), "has_offsets": "vertex_offsets" in r,
-            "mean_fit_error_px": float(np.mean(err)) if err.size else None,
+            "mean_landmark_residual_px": float(np.mean(err)) if err.size else None,
             "model": r.meta.get("model"), "source": r.meta.get("source"),
             "aligner": r.meta.get("aligner"), "identity": r.meta.get("identity"),
             "quality": r.meta.get("quality")}

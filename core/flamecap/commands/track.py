@@ -303,6 +303,10 @@ def _fit_and_write(opts, output, track, model, binding, prog: _Progress, source:
                           identity=opts.identity, focal_estimated=focal_px is None, focal_source=focal_source)
     out = save_result(output, result)
     prog("write", 1.0, "done")
+    if fit.info.get("focal_observable") is False:
+        log.warning("the focal length (%.0f px) is not observable from this clip (the head hardly turns or the "
+                    "landmarks are too noisy), so depth and face size are uncertain; pass --focal PX or "
+                    "--lens-mm/--sensor-mm if you know the lens", fit.focal)
     n_valid = int(fit.valid.sum())
     now = time.perf_counter()
     dt = now - (t0 or now)
@@ -311,8 +315,8 @@ def _fit_and_write(opts, output, track, model, binding, prog: _Progress, source:
               seconds=round(dt, 3), **timing)
     if prog.mode == "text":
         import numpy as np
-        print(f"{out}: {n_valid}/{track.n_frames} frames fitted, mean error "
-              f"{float(np.nanmean(fit.fit_error_px)):.2f} px, focal {fit.focal:.0f} px, {dt:.1f} s")
+        print(f"{out}: {n_valid}/{track.n_frames} frames fitted, mean residual to "
+              f"the landmarks {float(np.nanmean(fit.landmark_residual_px)):.2f} px, focal {fit.focal:.0f} px, {dt:.1f} s")
     return TrackRun(Path(out), track.n_frames, n_valid, dt)
 
 

@@ -20,7 +20,8 @@ from .errors import ContractError
 from .npzio import read_npz, write_npz_atomic
 
 RESULT_FORMAT = "flamecap.result"
-RESULT_VERSION = 2          # 2: ``source`` records frames expected / read / damaged; version 1 files still read
+RESULT_VERSION = 3          # 2: ``source`` records frames expected / read / damaged; 3: ``fit_error_px`` is
+                            # named for what it is, ``landmark_residual_px``. Older files still read (upgraded).
 JOINT_NAMES = ("root", "neck", "jaw", "eye_l", "eye_r")
 # Parameter names, identical in core, file, CLI and add-on.
 PER_FRAME_PARAMS = ("expr", "jaw_pose", "neck_pose", "eye_pose", "global_rot", "transl")
@@ -36,7 +37,9 @@ SCHEMA: dict[str, tuple[tuple, str, bool]] = {
     "transl": (("T", 3), "f", True),
     "eyelids": (("T", 2), "f", False),          # left, right (models with eyelid blendshapes)
     "valid": (("T",), "b", True),
-    "fit_error_px": (("T",), "f", True),        # mean reprojection error of the frame's points, pixels
+    # mean distance of the frame's fitted points to the detector's own points, pixels: agreement with the
+    # fit's input, not accuracy (NaN on invalid frames)
+    "landmark_residual_px": (("T",), "f", True),
     "time_s": (("T",), "f", True),              # presentation time of each frame, seconds
     "frame_index": (("T",), "i", True),         # source frame number of each row
     # per clip
@@ -176,7 +179,7 @@ def validate(arrays: dict[str, np.ndarray], meta: dict, where: str = "result") -
                 valid = np.asarray(arrays.get("valid", np.ones(arr.shape[0], bool)), bool)
                 if valid.shape[0] == arr.shape[0] and not np.all(np.isfinite(arr[valid])):
                     raise ContractError(f"{where}: field '{key}' has non-finite values on valid frames")
-            elif key != "fit_error_px" and not np.all(np.isfinite(arr)):
+            elif key != "landmark_residual_px" and not np.all(np.isfinite(arr)):
                 raise ContractError(f"{where}: field '{key}' has non-finite values")
     if sizes.get("T", 0) < 1:
         raise ContractError(f"{where}: no frames")
@@ -224,8 +227,15 @@ def save_result(path: str | os.PathLike, result: TrackingResult) -> Path:
     return write_npz_atomic(path, result.arrays, result.meta)
 
 
+def upgrade(arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Rename what older versions called otherwise, in place (the version number stays the file's own)."""
+    if isinstance(meta.get("version"), int) and meta["version"] < 3 and "fit_error_px" in arrays:
+        arrays["landmark_residual_px"] = arrays.pop("fit_error_px")
+
+
 def load_result(path: str | os.PathLike) -> TrackingResult:
-    """Read and validate a result file."""
+    """Read, upgrade and validate a result file."""
     arrays, meta = read_npz(path, what="result file")
+    upgrade(arrays, meta)
     validate(arrays, meta, where=f"result {path}")
     return TrackingResult(arrays=arrays, meta=meta)

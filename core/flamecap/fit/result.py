@@ -19,7 +19,7 @@ def build_result(fit: FitOutput, track: LandmarkTrack, model: FlameModelData, so
     arrays = {k: np.asarray(v, dtype=np.float32) for k, v in fit.params.items()}
     arrays.update({
         "valid": np.asarray(fit.valid, dtype=bool),
-        "fit_error_px": np.asarray(fit.fit_error_px, dtype=np.float32),
+        "landmark_residual_px": np.asarray(fit.landmark_residual_px, dtype=np.float32),
         "time_s": np.asarray(track.time_s, dtype=np.float64).reshape(T),
         "frame_index": np.asarray(track.frame_index, dtype=np.int64).reshape(T),
         "shape": np.asarray(fit.shape, dtype=np.float32),
@@ -37,7 +37,8 @@ def build_result(fit: FitOutput, track: LandmarkTrack, model: FlameModelData, so
     src = dict(source or {"path": track.meta.get("source", ""), "kind": "landmarks"})
     src.setdefault("n_frames", T)
     meta = default_meta(track.fps, src, model_info, **meta_extra)
-    meta.setdefault("fit", {"focal_px": fit.focal, "n_points": fit.n_points,
+    meta.setdefault("fit", {"focal_px": fit.focal, "focal_observable": fit.info.get("focal_observable"),
+                            "n_points": fit.n_points,
                             "timings_s": {k: round(v, 4) for k, v in fit.timings.items()},
                             "valid_frames": int(np.sum(fit.valid))})
     validate(arrays, meta, where="fit result")

@@ -37,6 +37,11 @@ from .solver import lm_frames, lm_joint, lm_temporal
 log = logging.getLogger(__name__)
 
 BATCH_FRAMES = 256
+FOCAL_PROFILE_STEP = 1.15       # see stage_focal
+FOCAL_PROFILE_MIN_GAIN = 4.0    # robust cost (χ² units) a focal FOCAL_PROFILE_STEP off must add: 2σ
+FOCAL_MIN_TURN_DEG = 20.0       # without turning, face depth and size trade off against the focal
+FOCAL_PROFILE_FRAMES = 12       # of the joint frames, evenly spread
+FOCAL_PROFILE_ITERS = 2          # LM iterations per profile point (warm-started from its neighbour)
 BLOCK_FRAMES = 32
 BLOCK_ELEMENTS = 1_300_000
 
@@ -46,8 +51,9 @@ class FitOutput:
     """Fitted parameters for every frame of the track (invalid frames interpolated).
 
     params: expr (T, E), jaw_pose / neck_pose / global_rot (T, 3) rad, eye_pose (T, 6) rad, transl (T, 3) m,
-    eyelids (T, 2) when the model has them. shape (S,). focal px; K (3, 3). valid (T,). fit_error_px (T,)
-    mean reprojection error of the frame's visible points (NaN on invalid frames). timings: seconds per stage.
+    eyelids (T, 2) when the model has them. shape (S,). focal px; K (3, 3). valid (T,). landmark_residual_px
+    (T,): mean distance of the frame's fitted points to the detector's visible points (NaN on invalid frames).
+    timings: seconds per stage.
     offsets (V, 3) m: per-vertex offsets of the neutral mesh (``FitConfig.vertex_offsets``) or None."""
 
     params: dict
@@ -55,7 +61,7 @@ class FitOutput:
     focal: float
     K: np.ndarray
     valid: np.ndarray
-    fit_error_px: np.ndarray
+    landmark_residual_px: np.ndarray
     n_points: int
     timings: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
@@ -404,6 +410,8 @@ class FitState:
     info_id: object = None
     info_j: object = None
     offsets: np.ndarray | None = None
+    focal_observable: bool | None = None   # estimated focal: does the clip determine it (stage_focal)
+    focal_profile: dict | None = None
     timings: dict = field(default_factory=dict)
 
     @property
@@ -426,6 +434,8 @@ def _fit_track(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelD
         _timed(st, "identity", stage_identity)
         _timed(st, "track", lambda s: stage_track(s, cfg.iters_track, 0.4, 0.6))
     _timed(st, "joint" if cfg.staged_identity else "identity", stage_joint)
+    if cfg.estimate_focal and cfg.focal_px is None:
+        _timed(st, "focal", stage_focal)
     _timed(st, "refine", stage_refine)
     if cfg.vertex_offsets:
         _timed(st, "offsets", stage_offsets)
@@ -607,12 +617,14 @@ def shared_prior(st: FitState, s: torch.Tensor, with_f: bool):
 
 
 def joint_fit(st: FitState, sub: Problem, xs: torch.Tensor, s0: torch.Tensor, with_f: bool, kernel: str,
-              iters: int):
-    """LM over per-frame vectors ``xs`` and the shared vector s0 = [shape | log f?] together."""
+              iters: int, focal: torch.Tensor | None = None):
+    """LM over per-frame vectors ``xs`` and the shared vector s0 = [shape | log f?] together (the focal fixed
+    at ``focal``, default the current one, unless ``with_f``)."""
     S = st.S
+    fixed = st.focal if focal is None else focal
 
     def unpack_s(s):
-        return s[:S], (torch.exp(s[S]) if with_f else st.focal)
+        return s[:S], (torch.exp(s[S]) if with_f else fixed)
 
     def lin(xx, s):
         sh, fo = unpack_s(s)
@@ -668,6 +680,81 @@ def stage_joint(st: FitState) -> None:
     st.prog("refine", 0.7, f"shape and focal refined on {st.jidx.size} frames (focal {float(st.focal):.0f} px)")
 
 
+def stage_focal(st: FitState) -> None:
+    """The focal by its profile: the joint fit on FOCAL_PROFILE_FRAMES of the joint frames redone with the
+    focal fixed on a grid of ratios FOCAL_PROFILE_STEP apart (shape and per-frame parameters free,
+    warm-started from the nearest grid point), walked downhill from the joint stage's estimate, then a
+    parabola through the lowest three; the joint frames are then refit at the best focal.
+    The joint LM alone stops early along the focal: a talking head seen from the front fits nearly as well
+    at any focal (depth and face size trade off), so the cost valley is long and flat.
+
+    Observable when both neighbours of the lowest grid point fit worse by at least FOCAL_PROFILE_MIN_GAIN
+    of robust cost (the focal then known to within about ±FOCAL_PROFILE_STEP) and the head turns through at
+    least FOCAL_MIN_TURN_DEG: a still head fits the profile's neighbours worse only through the priors on
+    shape and expression, which bias the focal as much as the data pin it."""
+    cfg = st.cfg
+    pick = np.unique(np.round(np.linspace(0, st.jidx.size - 1, min(st.jidx.size, FOCAL_PROFILE_FRAMES))))
+    j = torch.as_tensor(st.jidx[pick.astype(np.int64)])
+    sub = st.prob.subset(j)
+    lf0, step = math.log(float(st.focal)), math.log(FOCAL_PROFILE_STEP)
+    grid: dict[float, tuple[float, torch.Tensor, torch.Tensor]] = {}
+    tsl = st.lay.slices["transl"]
+
+    def prior_f(lf: float) -> float:
+        return cfg.focal_prior_weight * (lf - math.log(st.f0)) ** 2
+
+    def at(n: float):
+        if n not in grid:
+            near = min(grid, key=lambda m: abs(m - n))
+            x0 = grid[near][1].clone()
+            x0[:, tsl] *= math.exp((n - near) * step)   # the same image: k times the focal, k times as far
+            lf = lf0 + n * step
+            x, sh, info = joint_fit(st, sub, x0, grid[near][2].clone(), False, cfg.robust_final,
+                                    FOCAL_PROFILE_ITERS, focal=torch.tensor(math.exp(lf), dtype=torch.float64))
+            grid[n] = (info.cost_end + prior_f(lf), x, sh)
+        return grid[n][0]
+
+    # every grid point, the start included, gets the same refit on the same frames, so costs compare
+    x, sh, info = joint_fit(st, sub, st.x[j], st.shape.clone(), False, cfg.robust_final, FOCAL_PROFILE_ITERS)
+    grid[0] = (info.cost_end + prior_f(lf0), x, sh)
+    n = 0
+    d = -1 if at(-1) < at(1) else 1
+    lo, hi = (math.log(v) - lf0 for v in _focal_range(st))
+    while at(n + d) < at(n) and lo <= (n + 2 * d) * step <= hi:
+        n += d
+    cm, c0, cp = at(n - 1), at(n), at(n + 1)
+    den = cm - 2 * c0 + cp
+    t = float(np.clip(0.5 * (cm - cp) / den, -1.0, 1.0)) if den > 0 else 0.0
+    if abs(t) > 1e-3:
+        at(n + t)
+    best = min(grid, key=lambda m: grid[m][0])
+    if best != 0:    # the shape and poses of every joint frame at the new focal
+        ja = torch.as_tensor(st.jidx)
+        xa = st.x[ja].clone()
+        xa[:, tsl] *= math.exp(best * step)
+        st.focal = torch.tensor(math.exp(lf0 + best * step), dtype=torch.float64)
+        st.x[ja], st.shape, _ = joint_fit(st, st.prob.subset(ja), xa, grid[best][2].clone(), False,
+                                          cfg.robust_final, cfg.iters_joint)
+    gain = min(cm, cp) - c0
+    turn = _turn_range_deg(st)
+    st.focal_observable = bool(gain >= FOCAL_PROFILE_MIN_GAIN and turn >= FOCAL_MIN_TURN_DEG)
+    st.focal_profile = {"gain": round(float(gain), 3), "turn_deg": round(turn, 1), "evaluations": len(grid)}
+    st.prog("refine", 0.72, f"focal {float(st.focal):.0f} px"
+            f"{'' if st.focal_observable else ' (not observable from this clip: pass the lens)'}")
+
+
+def _turn_range_deg(st: FitState) -> float:
+    """How far the head turns over the clip: the larger 5–95 % range of its pitch and yaw, degrees."""
+    r = st.x[:, st.lay.slices["global_rot"]].double().numpy()[:, :2]
+    return float(np.degrees(np.max(np.percentile(r, 95, axis=0) - np.percentile(r, 5, axis=0))))
+
+
+def _focal_range(st: FitState) -> tuple[float, float]:
+    """Focal lengths the search may reach: horizontal fields of view from 100° down to 8°."""
+    half_w = st.prob.cx
+    return half_w / math.tan(math.radians(50.0)), half_w / math.tan(math.radians(4.0))
+
+
 def stage_refine(st: FitState) -> None:
     """Every frame with the final shared parameters: windows with the temporal term, or per frame."""
     cfg = st.cfg
@@ -719,12 +806,13 @@ def outputs(st: FitState) -> FitOutput:
              np.nanmean(err_v), fval, 1e3 * st.timings["total"] / T)
     vidx, kf, info_id, info_j = st.vidx, st.kf, st.info_id, st.info_j
     return FitOutput(params={k: np.asarray(v, dtype=np.float64) for k, v in params.items()},
-                     shape=st.shape.numpy().astype(np.float64), focal=fval, K=K, valid=st.valid, fit_error_px=err,
+                     shape=st.shape.numpy().astype(np.float64), focal=fval, K=K, valid=st.valid, landmark_residual_px=err,
                      n_points=int(st.rows.size), timings=st.timings, offsets=st.offsets,
                      info={"keyframes": vidx[kf].tolist(), "joint_frames": vidx[st.jidx].tolist(),
                            "identity_cost": ([info_id.cost_start, info_id.cost_end] if info_id else None),
                            "joint_cost": [info_j.cost_start, info_j.cost_end], "joint_iterations": info_j.iterations,
-                           "n_expr": E, "n_shape": st.S})
+                           "n_expr": E, "n_shape": st.S, "focal_observable": st.focal_observable,
+                           "focal_profile": st.focal_profile})
 
 
 def _temporal_weights(cfg: FitConfig, fps: float) -> dict:

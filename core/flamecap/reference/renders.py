@@ -24,7 +24,7 @@ spec and the render settings, so re-tracking after a fitter change needs no rend
 Metrics per clip and quality: jaw opening ratio (least-squares slope of fitted on true opening angle), jaw,
 head (camera frame) and eye rotation errors, gaze direction error (camera frame), per-frame Procrustes face
 error (similarity-aligned face-region vertices, mm) next to the neutral template's, relative focal error, SSME,
-and the true reprojection error of the visible face next to the result's stored ``fit_error_px``.
+and the true reprojection error of the visible face next to the result's stored ``landmark_residual_px``.
 """
 from __future__ import annotations
 
@@ -279,6 +279,22 @@ def jaw_opening_ratio(fit_deg: np.ndarray, gt_deg: np.ndarray) -> float:
     return float(np.sum(fit_deg * gt_deg) / den) if den > 0 else float("nan")
 
 
+def lip_gap_mm(verts: np.ndarray, rig: FlameModelData) -> np.ndarray:
+    """(T,) distance between the inner lip centres (MediaPipe points 13 and 14, bound to the rig the way
+    ``flamecap track`` binds them), mm: how far the mouth is open, whatever mix of jaw and expression opens it
+    (NaN where the rig binds neither)."""
+    from ..binding import bind
+    from ..binding.mediapipe import surface_points
+    b = bind("mediapipe478", rig)
+    rows = [np.flatnonzero(b.point_index == k) for k in (13, 14)]
+    if not all(r.size for r in rows):              # a head too coarse for those points to bind
+        return np.full(len(verts), np.nan)
+    rows = [int(r[0]) for r in rows]
+    faces = np.asarray(rig["faces"], np.int64)
+    up, lo = (np.stack([surface_points(v, faces, b.face_idx[[r]], b.bary[[r]])[0] for v in verts]) for r in rows)
+    return np.linalg.norm(up - lo, axis=-1) * 1000.0
+
+
 def _world_rot(rotvec_chain: list[np.ndarray]) -> np.ndarray:
     from ..contract.conventions import axis_angle_to_matrix
     R = axis_angle_to_matrix(rotvec_chain[0])
@@ -301,7 +317,7 @@ def clip_metrics(gt: dict[str, np.ndarray], rig: FlameModelData, result) -> dict
     """Every figure of one tracked clip (see the module docstring)."""
     from ..bench import project_points, to_camera
     from ..metrics import ssme
-    from .metrics68 import correlation
+    from .metrics68 import amplitude_ratio, correlation
     ok = np.asarray(result["valid"], bool)
     face = np.asarray(gt["face_mask"], bool)
     verts = result_vertices(result, rig)
@@ -344,18 +360,21 @@ def clip_metrics(gt: dict[str, np.ndarray], rig: FlameModelData, result) -> dict
            "depth_error_pct": _f(100.0 * (depth_fit / depth_gt - 1.0)) if ok.any() else None,
            "ssme_mean_px": _f(s.mean), "ssme_px": {str(g): v for g, v in s.per_gap.items()},
            "true_reprojection_px": _f(reproj[vis].mean()) if vis.any() else None,
-           "stored_fit_error_px": _f(np.nanmean(np.asarray(result["fit_error_px"], float)[ok])) if ok.any()
+           "stored_residual_px": _f(np.nanmean(np.asarray(result["landmark_residual_px"], float)[ok])) if ok.any()
            else None}
+    gap_fit, gap_gt = lip_gap_mm(verts, rig), lip_gap_mm(np.asarray(gt["vertices"], float), rig)
+    out["mouth_opening_ratio"] = _f(amplitude_ratio(gap_fit, gap_gt, ok))
+    out["mouth_opening_corr"] = _f(correlation(gap_fit, gap_gt, ok))
     if "eyelids" in gt and "eyelids" in result:
         out["eyelid_corr"] = _f(correlation(np.asarray(result["eyelids"], float).mean(1),
                                             np.asarray(gt["eyelids"], float).mean(1), ok))
     return out
 
 
-SUMMARY_KEYS = ("jaw_opening_ratio", "jaw_opening_corr", "jaw_error_deg", "head_rot_error_deg", "gaze_error_deg",
+SUMMARY_KEYS = ("jaw_opening_ratio", "jaw_opening_corr", "mouth_opening_ratio", "mouth_opening_corr", "jaw_error_deg", "head_rot_error_deg", "gaze_error_deg",
                 "eye_rot_error_deg",
                 "procrustes_face_mm", "neutral_template_procrustes_mm", "procrustes_ratio_vs_neutral",
-                "focal_error_pct", "depth_error_pct", "ssme_mean_px", "true_reprojection_px", "stored_fit_error_px",
+                "focal_error_pct", "depth_error_pct", "ssme_mean_px", "true_reprojection_px", "stored_residual_px",
                 "eyelid_corr")
 
 
@@ -375,13 +394,14 @@ def _fmt(x, nd=2) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
 
 
-COLUMNS = (("jaw ratio", "jaw_opening_ratio", 3), ("jaw r", "jaw_opening_corr", 2), ("jaw °", "jaw_error_deg", 2),
+COLUMNS = (("jaw ratio", "jaw_opening_ratio", 3), ("jaw r", "jaw_opening_corr", 2),
+           ("mouth ratio", "mouth_opening_ratio", 2), ("mouth r", "mouth_opening_corr", 2), ("jaw °", "jaw_error_deg", 2),
            ("head °", "head_rot_error_deg", 2),
            ("gaze °", "gaze_error_deg", 2), ("eye rot °", "eye_rot_error_deg", 2),
            ("Procrustes mm", "procrustes_face_mm", 2), ("neutral mm", "neutral_template_procrustes_mm", 2),
            ("ratio", "procrustes_ratio_vs_neutral", 3), ("focal err %", "focal_error_pct", 1),
            ("depth err %", "depth_error_pct", 1), ("SSME px", "ssme_mean_px", 2),
-           ("true reproj px", "true_reprojection_px", 2), ("stored fit px", "stored_fit_error_px", 2),
+           ("true reproj px", "true_reprojection_px", 2), ("stored fit px", "stored_residual_px", 2),
            ("eyelid r", "eyelid_corr", 2))
 
 
@@ -403,13 +423,15 @@ def markdown(report: dict) -> str:
 
 
 NOTES = ("Tracked with `flamecap track` (estimated focal) using the rendering rig as the model. jaw ratio: "
-         "least-squares slope of fitted on true jaw opening (x rotation); jaw r: their correlation. Rotation "
+         "least-squares slope of fitted on true jaw opening (x rotation); jaw r: their correlation. mouth ratio: "
+         "std of the fitted inner-lip gap (MediaPipe points 13–14 on the mesh) over the true one; mouth r: their "
+         "correlation. Rotation "
          "errors: geodesic, mean over "
          "valid frames; head in the camera frame; gaze: angle between fitted and true eye forward axes in the "
          "camera frame; eye rot: the eye joints' own rotation. Procrustes: per frame, face-region vertices "
          "similarity-aligned to the truth, mean distance; neutral = the rig's template with no fit. depth err: mean "
          "face depth over the true one − 1. true reproj: projected face vertices (visible in the truth) vs their "
-         "true positions; stored fit px: the result's fit_error_px (a residual to the detector's points).")
+         "true positions; stored fit px: the result's landmark_residual_px (a residual to the detector's points).")
 
 
 def run_render_reference(out_dir: Path, qualities: tuple[str, ...] = ("fast",), refdata: Path | None = None,

@@ -88,7 +88,7 @@ def make_result(model: FlameModelData, shape: np.ndarray | None = None, *, expr:
         tr[:, 2] = -0.6
     arrays = {"expr": arr(expr, E), "jaw_pose": arr(jaw_pose, 3), "neck_pose": arr(neck_pose, 3),
               "eye_pose": arr(eye_pose, 6), "global_rot": arr(global_rot, 3), "transl": tr,
-              "valid": np.ones(T, bool), "fit_error_px": np.zeros(T, np.float32),
+              "valid": np.ones(T, bool), "landmark_residual_px": np.zeros(T, np.float32),
               "time_s": (np.arange(T) / fps).astype(np.float64), "frame_index": np.arange(T, dtype=np.int64),
               "shape": shape.astype(np.float32), "K": np.array([[800.0, 0, 320], [0, 800, 240], [0, 0, 1]]),
               "cam_R": np.diag([1.0, -1.0, -1.0]), "cam_t": np.zeros(3), "image_size": np.array([640, 480])}
