@@ -309,3 +309,25 @@ def test_add_keeps_the_downloads_landmark_embeddings(capsys, pkl, tmp_path):
     assert rc == 0, err
     m = load_model("generic_model")
     assert m["mp_landmark_indices"].tolist() == [1, 13, 14] and m["lmk68_face_idx"].shape == (68,)
+
+
+def test_add_stores_generated_eyelid_shapes_for_a_head_without_them(capsys, tmp_path, flame_reference_dir):
+    # FLAME 2020 and 2023 Open carry no eyelid shapes: they are made once, at add time, and kept in the model
+    from flamecap.contract.model_format import FlameModelData, load_model_npz, save_model_npz
+    from flamecap.flame.synthetic import flame_reference_head
+    head = flame_reference_head(flame_reference_dir)
+    bare = FlameModelData(arrays={k: v for k, v in head.arrays.items() if k != "eyelid_dirs"}, meta=dict(head.meta))
+    src = save_model_npz(tmp_path / "no_lids.npz", bare)
+    rc, out, err = run_cli(capsys, "models", "add", str(src), "--name", "nolids")
+    assert rc == 0, err
+    assert "eyelids" in out
+    entry = Registry.load().get("nolids")
+    assert entry.has_eyelids
+    stored = load_model_npz(entry.path())
+    lids = np.asarray(stored["eyelid_dirs"])
+    assert lids.shape == (stored.n_vertices, 3, 2) and stored.meta["eyelids"] == "generated"
+    # the upper lids move down (−Y) and the eyeballs stay put
+    from flamecap.flame.eyelids import eyeballs
+    moved = np.linalg.norm(lids, axis=1).max(1) > 1e-4
+    assert moved.any() and not (moved & (eyeballs(stored)[0] | eyeballs(stored)[1])).any()
+    assert lids[moved][..., 1, :].min() < 0

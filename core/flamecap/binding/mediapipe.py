@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -383,6 +383,12 @@ def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albed
     n_detected = 0
     done = 0
     with MediaPipeAligner(max_num_faces=1, min_detection_confidence=0.3).static_detector() as detect:
+        # a mesh with no face in its frontal view is no face: say so after one render, not all of them
+        front = replace(config, lights=config.lights[:1])
+        if all(found is None for found in _render_samples(detect, v, v, f, col, parts, (0.0,), (0.0,), front)):
+            raise NoFaceError("MediaPipe found no face on the frontal render of the neutral mesh; the model does "
+                              "not look like a human face from the front (check its axes: +Y up, +Z toward the "
+                              "viewer)")
         for v_pose, yaws, pitches, which in passes:
             for found in _render_samples(detect, v, v_pose, f, col, parts, yaws, pitches, config):
                 done += 1

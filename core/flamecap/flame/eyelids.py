@@ -40,11 +40,16 @@ def eye_landmarks_68(model: FlameModelData, binding: SurfaceBinding | None) -> n
     return np.einsum("kc,kcd->kd", np.asarray(binding.bary, np.float64)[r], v[f[binding.face_idx[r]]])
 
 
+def eyeballs(model: FlameModelData) -> tuple[np.ndarray, np.ndarray]:
+    """(V,) masks of the vertices skinned to the left and right eye joints."""
+    w = np.asarray(model["weights"], np.float64)
+    return w[:, fr.EYE_L] > 0.5, w[:, fr.EYE_R] > 0.5
+
+
 def generate_eyelids(model: FlameModelData, binding: SurfaceBinding | None) -> np.ndarray:
     """Eyelid blendshapes (V, 3, 2) m: [..., 0] closes the left (+X) eye, [..., 1] the right."""
     v = np.asarray(model["v_template"], np.float64)
-    w = np.asarray(model["weights"], np.float64)
-    eye_l, eye_r = w[:, fr.EYE_L] > 0.5, w[:, fr.EYE_R] > 0.5
+    eye_l, eye_r = eyeballs(model)
     if not (eye_l.any() and eye_r.any()):
         raise ModelError("the head has no vertices skinned to its eye joints, so it has no eyeballs to close "
                          "lids over")

@@ -156,6 +156,29 @@ def _base_name(model: FlameModelData) -> str:
     return release[: -len("-like")] if release.endswith("-like") else release
 
 
+def with_stored_eyelids(model: FlameModelData) -> FlameModelData:
+    """The model with eyelid-closing shapes (:mod:`flamecap.flame.eyelids`) generated once, to be stored
+    with it, when it has none (FLAME 2020, 2023 Open). The lids are found from the model's 68-point
+    embedding, else from its MediaPipe binding (calibrated on renders; cached, so tracking reuses it).
+    A head whose lids cannot be found is stored without them, with a warning: tracking says the same."""
+    from ..errors import NoFaceError
+    from .eyelids import eyeballs, with_eyelids
+    if "eyelid_dirs" in model:
+        return model
+    if not all(m.any() for m in eyeballs(model)):
+        log.warning("no eyelid shapes for %s: it has no vertices skinned to its eye joints", model.release)
+        return model
+    try:
+        binding = None
+        if "lmk68_face_idx" not in model:
+            from ..binding.mediapipe import mediapipe_binding
+            binding = mediapipe_binding(model)
+        return with_eyelids(model, binding)
+    except (ModelError, NoFaceError) as exc:
+        log.warning("no eyelid shapes for %s: %s", model.release, exc)
+        return model
+
+
 def add_model_file(path: str | os.PathLike, name: str | None = None, make_default: bool = False,
                    n_shape: int | None = None, n_expr: int | None = None,
                    embeddings: list[str | os.PathLike] = ()) -> list[AddOutcome]:
@@ -198,6 +221,7 @@ def add_model_file(path: str | os.PathLike, name: str | None = None, make_defaul
                     raise ModelError(f"a model named '{model_name}' is already registered; pass another --name "
                                      f"or 'flamecap models remove {model_name}' first")
                 out = paths.models_dir() / f"{model_name}.npz"
+                model = with_stored_eyelids(model)
                 model.meta["name"] = model_name
                 try:
                     check_output_path(out, what="model file", inputs=[path, *embeddings])

@@ -11,7 +11,7 @@ of the same 0.10.21 release, so both backends get identical σ.
     σ_k = max(σ_min, base_k · s) · 1 / max(cos_k, 0.25)     (× 3 more when the point faces away)
 
 - ``s`` is the face size: the distance between the outer eye corners (points 33 and 263) in pixels, or
-  0.45 × the point cloud's bounding-box diagonal if that is smaller (profile views shrink the eye span).
+  0.45 × the point cloud's bounding-box diagonal if that is larger (profile views shrink the eye span).
 - ``base_k`` by region (fractions of ``s``): iris 0.015, eyes 0.02, lips 0.025, nose 0.03, eyebrows 0.035,
   other interior points 0.04, face oval / jawline 0.07 (contour points slide along the silhouette).
 - ``cos_k`` is the cosine between the point's surface normal and the direction to the camera. Normals come

@@ -357,6 +357,7 @@ def clip_metrics(gt: dict[str, np.ndarray], rig: FlameModelData, result) -> dict
            "procrustes_ratio_vs_neutral": _f(np.mean(proc[ok]) / np.mean(neutral[ok])) if ok.any() else None,
            "focal_px": {"fit": float(K[0, 0]), "true": f_gt},
            "focal_error_pct": _f(100.0 * abs(float(K[0, 0]) - f_gt) / f_gt),
+           "focal_observable": (getattr(result, "meta", {}).get("fit") or {}).get("focal_observable"),
            "depth_error_pct": _f(100.0 * (depth_fit / depth_gt - 1.0)) if ok.any() else None,
            "ssme_mean_px": _f(s.mean), "ssme_px": {str(g): v for g, v in s.per_gap.items()},
            "true_reprojection_px": _f(reproj[vis].mean()) if vis.any() else None,
@@ -413,7 +414,8 @@ def markdown(report: dict) -> str:
              report["notes"], "", head, sep]
     for c in report["clips"]:
         for q, v in c["qualities"].items():
-            lines.append(f"| {c['name']} | {c['rig']} | {c['focal_px']:.0f} | {q} | {v['focal_px']['fit']:.0f} | " +
+            obs = {True: "", False: " (not observable)", None: ""}[v.get("focal_observable")]
+            lines.append(f"| {c['name']} | {c['rig']} | {c['focal_px']:.0f} | {q} | {v['focal_px']['fit']:.0f}{obs} | " +
                          " | ".join(_fmt(v.get(k), nd) for _, k, nd in COLUMNS) + " |")
     lines += ["", "## Mean over clips", "", "| quality | " + " | ".join(t for t, _, _ in COLUMNS) + " |",
               "|" + "---|" * (len(COLUMNS) + 1)]
@@ -422,7 +424,8 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-NOTES = ("Tracked with `flamecap track` (estimated focal) using the rendering rig as the model. jaw ratio: "
+NOTES = ("Tracked with `flamecap track` (estimated focal; '(not observable)' where the result says the clip "
+         "does not determine it) using the rendering rig as the model. jaw ratio: "
          "least-squares slope of fitted on true jaw opening (x rotation); jaw r: their correlation. mouth ratio: "
          "std of the fitted inner-lip gap (MediaPipe points 13–14 on the mesh) over the true one; mouth r: their "
          "correlation. Rotation "
