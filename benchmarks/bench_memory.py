@@ -76,26 +76,36 @@ def track_run(clip: Path, n_frames: int, out_dir: Path) -> None:
     """``flamecap track`` on ``clip`` looped (stream copy) to about ``n_frames`` frames; peak RSS of the child."""
     import av
     looped = out_dir / "looped.mp4"
-    with av.open(str(clip)) as src:
-        n_src = sum(1 for _ in src.demux(src.streams.video[0]))
-    reps = max(1, int(np.ceil(n_frames / max(n_src - 1, 1))))
-    # re-encode the clip repeated (PyAV: decode once, encode reps times)
+    segment = out_dir / "segment.mp4"
+    # encode the clip once, then repeat its packets with shifted timestamps (stream copy: an hour in seconds)
     with av.open(str(clip)) as src:
         frames = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]
-    with av.open(str(looped), "w") as dst:
+    with av.open(str(segment), "w") as dst:
         s = dst.add_stream("libx264", rate=25)
         s.height, s.width = frames[0].shape[:2]
         s.pix_fmt = "yuv420p"
-        k = 0
-        for _ in range(reps):
-            for fr in frames:
-                if k >= n_frames:
-                    break
-                for p in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
-                    dst.mux(p)
-                k += 1
+        for fr in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
+                dst.mux(p)
         for p in s.encode():
             dst.mux(p)
+    reps = max(1, int(np.ceil(n_frames / len(frames))))
+    k = 0
+    with av.open(str(segment)) as src, av.open(str(looped), "w") as dst:
+        ins = src.streams.video[0]
+        outs = dst.add_stream_from_template(ins)
+        packets = [(bytes(p), p.pts, p.dts, p.duration, p.is_keyframe) for p in src.demux(ins) if p.size]
+        span = max(q[1] for q in packets) + packets[0][3] - min(q[1] for q in packets)
+        for r in range(reps):
+            for data, pts, dts, dur, key in packets:
+                if k >= n_frames:
+                    break
+                pk = av.Packet(data)
+                pk.pts, pk.dts, pk.duration, pk.time_base = pts + r * span, dts + r * span, dur, ins.time_base
+                pk.is_keyframe = key
+                pk.stream = outs
+                dst.mux(pk)
+                k += 1
     from flamecap.flame.synthetic import make_synthetic_model
     from flamecap.contract import save_model_npz
     model = save_model_npz(out_dir / "model.npz", make_synthetic_model())
