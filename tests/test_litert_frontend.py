@@ -267,15 +267,19 @@ def _frames(clip: Path, n: int):
 
 
 def test_parity_with_legacy_mediapipe_on_grid(mp_files, grid_dir):
+    """The issue's target on every GRID clip (first 25 frames each; benchmarks/bench_frontend.py runs whole
+    clips): mean ≤ 0.5 px, p99 ≤ 1.5 px, a face on at least as many frames as the legacy package."""
     pytest.importorskip("mediapipe")
     from flamecap.landmarks import get_aligner
-    for clip in ("bbaf2n.mpg", "swiz3n.mpg"):
-        fo, frames = _frames(grid_dir / clip, 30)
+    clips = sorted(grid_dir.glob("*.mpg"))
+    assert clips, f"no GRID clips in {grid_dir}"
+    for clip in clips:
+        fo, frames = _frames(clip, 25)
         a = get_aligner("mediapipe").track(iter(frames), fo.size, fo.fps)
         b = get_aligner("litert").track(iter(frames), fo.size, fo.fps)
         assert b.valid.sum() >= a.valid.sum() == len(frames)
         d = np.linalg.norm(a.points - b.points, axis=-1)
-        assert d.mean() < 0.5 and np.percentile(d, 99) < 1.5, (clip, d.mean(), np.percentile(d, 99))
+        assert d.mean() <= 0.5 and np.percentile(d, 99) <= 1.5, (clip.name, d.mean(), np.percentile(d, 99))
         assert b.meta["aligner"] == "litert" and b.scheme == "mediapipe478"
         assert np.isfinite(b.sigma).all() and (b.sigma > 0).all()
 
