@@ -61,7 +61,7 @@ def test_shot_list_csv_and_json_options(tmp_path):
     ("footage,focal\na.mov,wide\n", "line 2: option 'focal': 'wide' is not a valid float"),
     ("footage,quality\na.mov,ultra\n", "quality 'ultra' is unknown"),
     ("footage,start,end\na.mov,50,10\n", "bad frame range"),
-    ("footage,face_index,aligner\na.mov,1,file\n", "face-index applies to the mediapipe aligner"),
+    ("footage,face_index,aligner\na.mov,1,file\n", "face-index applies to the litert and mediapipe aligners"),
     ("footage,name\na.mov,x\nb.mov,x\n", "appear more than once"),
     ("footage,name\na.mov,../x\n", "not a plain file name"),
 ])

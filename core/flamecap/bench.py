@@ -254,7 +254,7 @@ def _track_clip(video: Path, end: int | None = None):
     from .video import open_footage
     footage = open_footage(video, end=end)
     t0 = time.perf_counter()
-    track = track_footage(footage, get_aligner("mediapipe"))
+    track = track_footage(footage, get_aligner())
     return track, time.perf_counter() - t0
 
 
@@ -602,6 +602,8 @@ def run_bench(out_dir: str | os.PathLike, cfg: BenchConfig, grid: str | os.PathL
 
     from .binding import bind
     from .metrics import SSME_GAPS
+    from .optional import require
+    require("matplotlib", "flamecap bench (its plots)")     # the plots come last: fail before the slow part
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     if grid is not None and not Path(grid).is_dir():

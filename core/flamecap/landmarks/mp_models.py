@@ -72,6 +72,13 @@ def model_file(name: str, directory: Path | None = None) -> Path:
     return p
 
 
+def missing_files(directory: Path | None = None) -> list[str]:
+    """The MediaPipe face files not in ``directory`` (default :func:`models_dir`) or not intact there."""
+    d = Path(directory) if directory is not None else models_dir()
+    entry = _entry()
+    return [f for f in entry["files"] if not ((d / f).is_file() and sha256_file(d / f) == entry["sha256"][f])]
+
+
 def _extract(read, has, source: str, dest: Path, licence: bytes | None) -> list[Path]:
     """Copy every manifest file from a source (``read(member) → bytes``, ``has(member) → bool``) into
     ``dest``, each checked against the manifest's sha256 before it is written (atomically)."""
@@ -160,8 +167,7 @@ def fetch(dest: Path | None = None, wheel: Path | None = None, force: bool = Fal
     ``wheel``) or the installed package (``from_installed``); files already there and intact are kept
     unless ``force``. Returns the files written."""
     d = Path(dest) if dest is not None else models_dir()
-    entry = _entry()
-    if not force and all((d / f).is_file() and sha256_file(d / f) == entry["sha256"][f] for f in entry["files"]):
+    if not force and not missing_files(d):
         log.info("MediaPipe face files already in %s", d)
         return []
     if from_installed:
