@@ -39,13 +39,15 @@ import numpy as np
 from .contract.events import ProgressCallback
 from .contract.model_format import FlameModelData
 from .errors import FitError, InputError
+from .resources import bench_baseline
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REFERENCE = REPO_ROOT.parent / "shared" / "data" / "flame_reference"
 DEFAULT_GRID = REPO_ROOT.parent / "shared" / "data" / "footage" / "grid"
-DEFAULT_BASELINE = REPO_ROOT / "benchmarks" / "baseline_adam.py"
+# the baseline script: the wheel's copy or the checkout's benchmarks/ (flamecap.resources); None: pass --baseline
+DEFAULT_BASELINE = bench_baseline()
 REPORT_FORMAT = "flamecap.bench-report"
 REPORT_VERSION = 1
 FLAMECAP_METHODS = ("fast", "production")
@@ -118,8 +120,11 @@ class MethodFit:
     fit_error_px: float = float("nan")
 
 
-def load_baseline(path: str | os.PathLike = DEFAULT_BASELINE) -> Callable:
+def load_baseline(path: str | os.PathLike | None = DEFAULT_BASELINE) -> Callable:
     """``fit_adam_per_frame`` from the baseline script, loaded by path."""
+    if path is None:
+        raise InputError("this FlameCap install carries no baseline script; pass --baseline FILE "
+                         "(benchmarks/baseline_adam.py of a checkout)")
     path = Path(path)
     if not path.is_file():
         raise InputError(f"baseline script {path} not found; pass --baseline benchmarks/baseline_adam.py")
@@ -593,7 +598,7 @@ def _json_default(o):
 
 
 def run_bench(out_dir: str | os.PathLike, cfg: BenchConfig, grid: str | os.PathLike | None = None,
-              reference: str | os.PathLike | None = None, baseline: str | os.PathLike = DEFAULT_BASELINE,
+              reference: str | os.PathLike | None = None, baseline: str | os.PathLike | None = DEFAULT_BASELINE,
               progress: ProgressCallback | None = None) -> dict:
     """Run the bench and write ``report.json``, ``report.md`` and plots into ``out_dir``; returns the report.
 

@@ -145,9 +145,9 @@ def run_demo(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), blender
             info = run_blender_part(result, out / "scene.blend", out / "head.fbx", blender_python, addon_dir)
             blend, fbx = out / "scene.blend", out / "head.fbx"
         except NoBpyError:
+            from .optional import install_hint
             note = (f"bpy (headless Blender) is not installed here, so scene.blend and head.fbx were skipped; "
-                    f"'pip install -e .[dev]' (bpy 5.0.1) or pass --blender-python, then import {result} in "
-                    f"Blender")
+                    f"{install_hint('bpy')} or pass --blender-python, then import {result} in Blender")
     else:
         note = "Blender part skipped (--no-blender)"
     prog("demo", 1.0, "done")

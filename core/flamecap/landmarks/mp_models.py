@@ -6,7 +6,7 @@ that carries the legacy face models. ``flamecap models fetch-mediapipe`` downloa
 (``pip download --no-deps --only-binary=:all:``, any Python can do it) or takes a wheel file you already
 have (``--wheel``) or, offline, the installed legacy package (``--from-installed``: its package directory holds
 the same files), reads the files out, checks each against the sha256 in
-``weights/manifest.toml`` (entry ``mediapipe-face``) and writes them, with the wheel's licence text, to
+the weights manifest (entry ``mediapipe-face``) and writes them, with the wheel's licence text, to
 ``$FLAMECAP_HOME/weights/mediapipe/``. Nothing is ever downloaded while tracking: a missing file is an
 error that names the command.
 """
