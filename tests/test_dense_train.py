@@ -30,7 +30,7 @@ def trained(tmp_path_factory, small_model):
     data = fixed_set(small_model, cfg.synth, cfg.seed, cfg.fixed_n)
     torch.manual_seed(cfg.seed)
     before = evaluate(FlowFaceNet(cfg.net_config()), small_model["vertex_uv"], data)
-    res = train(cfg, small_model, out)
+    train(cfg, small_model, out)
     ck = load_checkpoint(out)
     after = evaluate(ck.net, ck.vertex_uv, data)
     return out, cfg, before, after, data

@@ -133,7 +133,7 @@ def load_baseline(path: str | os.PathLike | None = DEFAULT_BASELINE) -> Callable
     sys.modules[spec.name] = module  # dataclasses in the script look their module up
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # a broken user script: say where
+    except Exception as exc:  # noqa: BLE001 - a user-supplied script may raise anything: one line saying where
         sys.modules.pop(spec.name, None)
         raise InputError(f"cannot load the baseline {path}: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, "fit_adam_per_frame", None)
