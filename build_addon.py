@@ -74,9 +74,11 @@ _WHEELS: dict[str, Path] = {}   # source digest → built wheel (one build per p
 
 
 def core_digest() -> str:
-    h = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + (REPO / "README.md").read_bytes())
-    for p in sorted((REPO / "core" / "flamecap").rglob("*.py")):
-        if "__pycache__" not in p.parts:
+    h = hashlib.sha256(b"".join((REPO / f).read_bytes() for f in ("pyproject.toml", "README.md", "setup.py")))
+    # everything that goes into the wheel: the core's modules and data, the bundled add-on and baseline
+    srcs = [*(REPO / "core" / "flamecap").rglob("*"), *ADDON_DIR.rglob("*"), REPO / "benchmarks" / "baseline_adam.py"]
+    for p in sorted(srcs):
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".toml"):
             h.update(p.relative_to(REPO).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -95,10 +97,14 @@ def build_core_wheel() -> Path:
         with tempfile.TemporaryDirectory(prefix="flamecap-src-") as src:
             # build from a copy: setuptools writes build/ and *.egg-info next to the sources
             import shutil
-            shutil.copy2(REPO / "pyproject.toml", src)
-            shutil.copy2(REPO / "README.md", src)
-            shutil.copytree(REPO / "core", Path(src) / "core",
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+            skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+            for f in ("pyproject.toml", "README.md", "setup.py", "MANIFEST.in", "build_addon.py"):
+                shutil.copy2(REPO / f, src)
+            shutil.copytree(REPO / "core", Path(src) / "core", ignore=skip)
+            # setup.py bundles these into the wheel (flamecap/_bundled/: the headless jobs, the bench baseline)
+            shutil.copytree(ADDON_DIR, Path(src) / "blender_addon", ignore=skip)
+            (Path(src) / "benchmarks").mkdir()
+            shutil.copy2(REPO / "benchmarks" / "baseline_adam.py", Path(src) / "benchmarks")
             proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--ignore-requires-python", "-q", "-w", str(tmp), src],
                                   capture_output=True, text=True, env=env, timeout=600)
         if proc.returncode != 0:

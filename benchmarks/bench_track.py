@@ -108,11 +108,9 @@ def main() -> int:
     a = ap.parse_args()
     import torch
     torch.set_num_threads(a.threads)
-    from flamecap.contract.model_format import save_model_npz
     from flamecap.binding.mediapipe import mediapipe_binding
     from flamecap.fit import FitConfig, fit_track
     from flamecap.fit.model import BoundModel, project
-    from flamecap.fit.tracker import Layout
     from flamecap.flame.synthetic import flame_reference_head
     from flamecap.landmarks import get_aligner, track_footage
     from flamecap.landmarks.base import LandmarkTrack

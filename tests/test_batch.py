@@ -61,7 +61,7 @@ def test_shot_list_csv_and_json_options(tmp_path):
     ("footage,focal\na.mov,wide\n", "line 2: option 'focal': 'wide' is not a valid float"),
     ("footage,quality\na.mov,ultra\n", "quality 'ultra' is unknown"),
     ("footage,start,end\na.mov,50,10\n", "bad frame range"),
-    ("footage,face_index,aligner\na.mov,1,file\n", "face-index applies to the mediapipe aligner"),
+    ("footage,face_index,aligner\na.mov,1,file\n", "face-index applies to the litert and mediapipe aligners"),
     ("footage,name\na.mov,x\nb.mov,x\n", "appear more than once"),
     ("footage,name\na.mov,../x\n", "not a plain file name"),
 ])
@@ -213,7 +213,8 @@ def test_killed_worker_retried_nothing_partial(synth, tmp_path):
     d, mpath, shot = synth
     f1, p1 = shot("kill_a", n_frames=24, seed=6)
     f2, p2 = shot("kill_b", seed=7)
-    mk = lambda f, p: TrackOptions(aligner="file", model=str(mpath), points=str(p), quality="production")
+    def mk(f, p):
+        return TrackOptions(aligner="file", model=str(mpath), points=str(p), quality="production")
     out = tmp_path / "out"
     shots = [collect_shots([str(f1)], out, mk(f1, p1))[0], collect_shots([str(f2)], out, mk(f2, p2))[0]]
     killed: list[int] = []

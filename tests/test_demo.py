@@ -110,3 +110,18 @@ def test_demo_rejects_bad_arguments(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")
     assert main(["demo", "-o", str(f), "--frames", "5"]) == 2
+
+
+def test_demo_fetches_missing_face_models_once_and_says_so(tmp_path, monkeypatch):
+    """The demo is a new user's first command: missing MediaPipe model files are fetched (announced), present
+    ones are not touched. The fetch itself is replaced here (no network in tests)."""
+    from flamecap import demo
+    from flamecap.landmarks import mp_models
+    calls, msgs = [], []
+    monkeypatch.setattr(mp_models, "fetch", lambda *a, **k: calls.append(a) or [])
+    demo.ensure_face_models(lambda stage, frac, msg: msgs.append(msg))
+    assert calls == [] and msgs == []                     # the session's files are there: nothing to do
+    monkeypatch.setenv(mp_models.DIR_ENV, str(tmp_path / "none"))
+    demo.ensure_face_models(lambda stage, frac, msg: msgs.append(msg))
+    assert len(calls) == 1 and len(msgs) == 1
+    assert "flamecap models fetch-mediapipe" in msgs[0] and str(tmp_path / "none") in msgs[0]

@@ -30,7 +30,7 @@ def trained(tmp_path_factory, small_model):
     data = fixed_set(small_model, cfg.synth, cfg.seed, cfg.fixed_n)
     torch.manual_seed(cfg.seed)
     before = evaluate(FlowFaceNet(cfg.net_config()), small_model["vertex_uv"], data)
-    res = train(cfg, small_model, out)
+    train(cfg, small_model, out)
     ck = load_checkpoint(out)
     after = evaluate(ck.net, ck.vertex_uv, data)
     return out, cfg, before, after, data
@@ -200,12 +200,12 @@ def test_cli_train_resume_and_bad_input(small_model, tmp_path, capsys):
 
 
 def test_detector_box_on_real_footage(grid_dir):
-    """MediaPipe's detector gives the first crop: on a real frame it must land on the face."""
-    from flamecap.landmarks.mediapipe_aligner import MediaPipeAligner
+    """MediaPipe's full-range detector (on LiteRT) gives the first crop: on a real frame it must land on the face."""
+    from flamecap.landmarks import get_aligner
     from flamecap.landmarks.dense_aligner import DenseAligner
     from flamecap.video import open_footage
     fi, ts, rgb = next(iter(open_footage(grid_dir / "bbaf2n.mpg")))
-    faces = MediaPipeAligner().detect_image(rgb)
+    faces = get_aligner().detect_image(rgb)
     assert faces, "MediaPipe FaceMesh finds this face (data README)"
     al = DenseAligner.__new__(DenseAligner)        # only the detector; no weights needed for it
     al.detector, al.margin, al._fd = "mediapipe", 1.5, None

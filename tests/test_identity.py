@@ -12,7 +12,7 @@ import torch
 from flamecap.errors import NoFaceError, WeightsError
 from flamecap.identity import checkpoint, preprocess
 from flamecap.identity.arcface import IRESNET100_LAYERS, IResNet, recalibrate_batchnorm
-from flamecap.identity.mica import (MappingNetwork, build_mica, estimate_shape_from_footage, fit_shape_length,
+from flamecap.identity.mica import (build_mica, estimate_shape_from_footage, fit_shape_length,
                                     load_mica, load_weights_into, predict_shapes, select_frames)
 
 SMALL = dict(layers=(1, 1, 1, 1), widths=(8, 16, 16, 32))

@@ -1,5 +1,6 @@
-"""Landmark backends: MediaPipe tracking on real footage, no-face footage, several faces, file backend,
-registry and the CLI."""
+"""Landmark backends: MediaPipe tracking on real footage (the default backend, litert; the legacy package is
+only compared with, in test_litert_frontend.py), no-face footage, several faces, file backend, registry and the
+CLI."""
 import logging
 
 import cv2
@@ -8,7 +9,7 @@ import pytest
 
 from flamecap.cli import main
 from flamecap.errors import InputError
-from flamecap.landmarks import LandmarkTrack, get_aligner, track_footage
+from flamecap.landmarks import DEFAULT_ALIGNER, LandmarkTrack, get_aligner, track_footage
 from flamecap.video import open_footage
 
 GRID_CLIPS = ["bbaf2n", "brbk7n", "lbax4n", "lbbc2a", "lrwp9a", "lwbsza", "pwij3p", "sbia1a", "sbwe5n", "swiz3n",
@@ -25,15 +26,32 @@ def _noise_video(path, n=6, size=(96, 72)):
 
 
 def test_registry():
-    assert get_aligner("mediapipe", face_index=1).face_index == 1
+    assert DEFAULT_ALIGNER == "litert"
+    assert get_aligner(DEFAULT_ALIGNER, face_index=1).face_index == 1
+    assert get_aligner().name == DEFAULT_ALIGNER
     with pytest.raises(InputError, match="unknown aligner"):
         get_aligner("nope")
+
+
+def test_legacy_backend_missing_is_one_actionable_line(monkeypatch, tmp_path, capsys):
+    """Without the legacy package (the 'legacy' extra) --aligner mediapipe stops before any frame, naming the fix."""
+    import flamecap.optional as opt
+    real = opt.available
+    monkeypatch.setattr(opt, "available", lambda m: False if m == "mediapipe" else real(m))
+    with pytest.raises(InputError, match=r"pip install 'flamecap\[legacy\]'") as ei:
+        get_aligner("mediapipe")
+    assert "\n" not in str(ei.value) and "litert" in str(ei.value)
+    clip = _noise_video(tmp_path / "noise.avi")
+    assert main(["landmarks", str(clip), "-o", str(tmp_path / "x.npz"), "--aligner", "mediapipe",
+                 "--progress", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "flamecap[legacy]" in err[0]
 
 
 def test_no_face_footage_gives_all_invalid_track_and_cli_error(tmp_path, caplog):
     p = _noise_video(tmp_path / "noise.avi")
     with caplog.at_level(logging.WARNING):
-        tr = track_footage(open_footage(p), "mediapipe")
+        tr = track_footage(open_footage(p), DEFAULT_ALIGNER)
     assert tr.n_frames == 6 and tr.n_points == 478 and not tr.valid.any()
     assert np.isnan(tr.points).all() and not tr.visible.any() and "no face found" in caplog.text
     out = tmp_path / "lm.npz"
@@ -51,7 +69,7 @@ def test_cli_bad_footage_one_line(tmp_path, capsys):
 
 def test_grid_clips_478_points_every_frame(grid_dir):
     """Every GRID clip, every 8th frame: a face with 478 finite points, σ > 0, mostly visible."""
-    aligner = get_aligner("mediapipe")
+    aligner = get_aligner(DEFAULT_ALIGNER)
     for name in GRID_CLIPS:
         foot = open_footage(grid_dir / f"{name}.mpg", stride=8)
         tr = track_footage(foot, aligner)
@@ -64,9 +82,11 @@ def test_grid_clips_478_points_every_frame(grid_dir):
 
 
 def test_sigma_by_region_and_cache_roundtrip(grid_dir, tmp_path, capsys):
-    from mediapipe.python.solutions import face_mesh_connections as c
+    from types import SimpleNamespace
 
     from flamecap.contract.events import parse_event
+    from flamecap.landmarks.mp_common import _connections
+    c = SimpleNamespace(**_connections())       # MediaPipe's mesh tables, from the fetched model files
     out = tmp_path / "lm.npz"
     assert main(["landmarks", str(grid_dir / "bbaf2n.mpg"), "-o", str(out), "--end", "12", "--stride", "3",
                  "--progress", "jsonl"]) == 0
@@ -103,11 +123,11 @@ def test_several_faces_follow_one(grid_dir):
             yield i, t, canvas
 
     for left_small in (True, False):
-        tr = get_aligner("mediapipe").track(pair(left_small), (2 * w, h), 25.0)
+        tr = get_aligner(DEFAULT_ALIGNER).track(pair(left_small), (2 * w, h), 25.0)
         assert tr.valid.all()
         cx = np.nanmean(tr.points[..., 0], axis=1)
         assert ((cx > w) if left_small else (cx < w)).all()  # the largest face, every frame
-        tr0 = get_aligner("mediapipe", face_index=0).track(pair(left_small), (2 * w, h), 25.0)
+        tr0 = get_aligner(DEFAULT_ALIGNER, face_index=0).track(pair(left_small), (2 * w, h), 25.0)
         assert (np.nanmean(tr0.points[..., 0], axis=1) < w).all()  # the leftmost face, every frame
         assert tr.meta["frames_with_several_faces"] == 6
 
@@ -122,11 +142,11 @@ def test_single_face_handover_gives_the_same_landmarks(grid_dir, monkeypatch):
     switches = []
     real_switch = mpa._Graphs.switch
     monkeypatch.setattr(mpa._Graphs, "switch", lambda g, single: (switches.append(single), real_switch(g, single)))
-    fast = get_aligner("mediapipe").track(iter(frames), size, 25.0)
+    fast = get_aligner(DEFAULT_ALIGNER).track(iter(frames), size, 25.0)
     assert switches == [True, False, True]          # hand-over, lost on frame 10, hand-over on its return
     real_init = mpa._Graphs.__init__
     monkeypatch.setattr(mpa._Graphs, "__init__", lambda g, make, n, may_switch=True: real_init(g, make, n, False))
-    plain = get_aligner("mediapipe").track(iter(frames), size, 25.0)
+    plain = get_aligner(DEFAULT_ALIGNER).track(iter(frames), size, 25.0)
     np.testing.assert_array_equal(fast.valid, plain.valid)
     assert (~fast.valid[10:15]).all() and fast.valid[15:].all()
     np.testing.assert_array_equal(fast.points, plain.points)

@@ -1,7 +1,7 @@
 """The ``litert`` MediaPipe front end: its geometry and custom ops with known vectors (run everywhere), the
-model-file step (fake wheels against a test manifest, no network), and — when the model files can be had
-offline (``$FLAMECAP_MEDIAPIPE_MODELS`` or the installed legacy mediapipe package) — the aligner itself:
-parity with the legacy package on GRID, the full-range fallback, re-detection, several faces."""
+model-file step (fake wheels against a test manifest, no network), and the aligner itself on the session's
+model files (conftest): parity with the legacy package on GRID (skipped where the legacy package, the
+``legacy`` extra, is not installed), the full-range fallback, re-detection, several faces."""
 from __future__ import annotations
 
 import hashlib
@@ -223,41 +223,38 @@ def test_fetch_from_a_wheel_checks_sha256_and_is_idempotent(tmp_path, monkeypatc
         mp_models.extract_from_wheel(tmp_path / "manifest.toml", tmp_path / "m4")
 
 
-def test_missing_model_file_names_the_command(tmp_path, monkeypatch):
+def test_missing_model_file_names_the_command(tmp_path, monkeypatch, capsys):
+    import cv2
+
+    from flamecap.cli import main
     from flamecap.landmarks import get_aligner, mp_models
     monkeypatch.setenv(mp_models.DIR_ENV, str(tmp_path / "empty"))
     with pytest.raises(WeightsError, match="flamecap models fetch-mediapipe") as ei:
         mp_models.model_file(mp_models.LANDMARKS)
     assert "\n" not in str(ei.value)
-    pytest.importorskip("ai_edge_litert")
     with pytest.raises(WeightsError, match="flamecap models fetch-mediapipe"):
         get_aligner("litert")
+    with pytest.raises(WeightsError, match="flamecap models fetch-mediapipe"):
+        get_aligner()                                   # the default aligner: no silent switch to another one
+    clip = tmp_path / "grey.avi"
+    wr = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for _ in range(3):
+        wr.write(np.full((48, 64, 3), 128, np.uint8))
+    wr.release()
+    assert main(["landmarks", str(clip), "-o", str(tmp_path / "l.npz"), "--progress", "none"]) == WeightsError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "flamecap models fetch-mediapipe" in err[0], err
+    assert not (tmp_path / "l.npz").exists()
     with pytest.raises(InputError, match="num_threads"):
         get_aligner("litert", num_threads=0)
 
 
 # ------------------------------------------------------------------------------------------------ with models
-@pytest.fixture(scope="session")
-def _mp_files(tmp_path_factory) -> Path:
-    import os
-    from flamecap.landmarks import mp_models
-    pytest.importorskip("ai_edge_litert")
-    env = os.environ.get(mp_models.DIR_ENV)
-    if env and all((Path(env) / f).is_file() for f in mp_models._entry()["files"]):
-        return Path(env)
-    try:
-        d = tmp_path_factory.mktemp("mp_models")
-        mp_models.extract_from_installed(d)        # offline: the legacy package carries the same files
-    except InputError as exc:
-        pytest.skip(f"MediaPipe model files not available offline ({exc})")
-    return d
-
-
 @pytest.fixture()
-def mp_files(_mp_files, monkeypatch) -> Path:
-    from flamecap.landmarks import mp_models
-    monkeypatch.setenv(mp_models.DIR_ENV, str(_mp_files))
-    return _mp_files
+def mp_files(_mediapipe_models) -> Path:
+    """The session's MediaPipe model files (conftest: fetched, or copied from the legacy package)."""
+    assert _mediapipe_models is not None, "no MediaPipe model files: run 'flamecap models fetch-mediapipe'"
+    return _mediapipe_models
 
 
 def _frames(clip: Path, n: int):
@@ -267,15 +264,19 @@ def _frames(clip: Path, n: int):
 
 
 def test_parity_with_legacy_mediapipe_on_grid(mp_files, grid_dir):
-    pytest.importorskip("mediapipe")
+    """The issue's target on every GRID clip (first 25 frames each; benchmarks/bench_frontend.py runs whole
+    clips): mean ≤ 0.5 px, p99 ≤ 1.5 px, a face on at least as many frames as the legacy package."""
+    pytest.importorskip("mediapipe", reason="the legacy reference backend is the 'legacy' extra (Python 3.11)")
     from flamecap.landmarks import get_aligner
-    for clip in ("bbaf2n.mpg", "swiz3n.mpg"):
-        fo, frames = _frames(grid_dir / clip, 30)
+    clips = sorted(grid_dir.glob("*.mpg"))
+    assert clips, f"no GRID clips in {grid_dir}"
+    for clip in clips:
+        fo, frames = _frames(clip, 25)
         a = get_aligner("mediapipe").track(iter(frames), fo.size, fo.fps)
         b = get_aligner("litert").track(iter(frames), fo.size, fo.fps)
         assert b.valid.sum() >= a.valid.sum() == len(frames)
         d = np.linalg.norm(a.points - b.points, axis=-1)
-        assert d.mean() < 0.5 and np.percentile(d, 99) < 1.5, (clip, d.mean(), np.percentile(d, 99))
+        assert d.mean() <= 0.5 and np.percentile(d, 99) <= 1.5, (clip.name, d.mean(), np.percentile(d, 99))
         assert b.meta["aligner"] == "litert" and b.scheme == "mediapipe478"
         assert np.isfinite(b.sigma).all() and (b.sigma > 0).all()
 

@@ -74,16 +74,20 @@ def test_sparse_normals_match_add_at_reference():
     assert np.array_equal(cos[:, 468:], np.take_along_axis(cos[:, :468], near, axis=1))
 
 
-def test_blockwise_track_equals_whole_clip(monkeypatch):
-    """MediaPipeAligner.track post-processes σ/visibility per block of frames; same arrays as one call."""
+@pytest.mark.parametrize("post_in_thread", [False, True])
+def test_blockwise_track_equals_whole_clip(monkeypatch, post_in_thread):
+    """The MediaPipe backends' track post-processes σ/visibility per block of frames (in a worker thread or
+    not); same arrays as one call."""
+    from flamecap.landmarks import litert_aligner as la
     from flamecap.landmarks import mediapipe_aligner as ma
     T = 2 * ma.POST_BLOCK + 5
     p3 = _random_faces(T, seed=1)
     face = np.ones(T, bool)
     face[[0, 3, ma.POST_BLOCK, T - 1]] = False
     rows = [(i, i / 25.0, p3[i] if face[i] else None, 1 if face[i] else 0) for i in range(T)]
-    monkeypatch.setattr(ma.MediaPipeAligner, "iter_detect", lambda self, *a, **k: iter(rows))
-    tr = ma.MediaPipeAligner().track(iter(()), (360, 288), 25.0)
+    monkeypatch.setattr(la.LiteRTAligner, "iter_detect", lambda self, *a, **k: iter(rows))
+    monkeypatch.setattr(la.LiteRTAligner, "post_in_thread", post_in_thread)
+    tr = la.LiteRTAligner().track(iter(()), (360, 288), 25.0)
     sig, vis = ma.sigma_and_visibility(p3[face])
     assert np.array_equal(tr.valid, face) and np.array_equal(tr.frame_index, np.arange(T))
     assert np.array_equal(tr.sigma[face], sig) and np.isnan(tr.sigma[~face]).all()

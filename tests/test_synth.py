@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from flamecap.cli import main
 from flamecap.synth import SynthConfig, load_ground_truth, motion_sequence, render_clip

@@ -176,24 +176,23 @@ def test_mediapipe_detects_synthetic_face(model):
 
 
 def _assert_detected(model):
-    mp = pytest.importorskip("mediapipe")
     from flamecap.contract.conventions import axis_angle_to_matrix, intrinsics_from_fov
+    from flamecap.landmarks import get_aligner
     from flamecap.render import render_rgb
 
     K = intrinsics_from_fov(512, 512, 25.0)
     v0 = np.asarray(model["v_template"], dtype=np.float64) - [0.0, -0.01, -0.02]
     found, err = {}, {}
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
-                                         max_num_faces=1) as fm:
+    with get_aligner(max_num_faces=1).static_detector() as detect:      # MediaPipe's face models, default backend
         for yaw in (0, 30, -30):
             R = axis_angle_to_matrix(np.array([0.0, np.radians(yaw), 0.0]))
             vc = (v0 @ R.T) * [1, -1, -1] + [0.0, 0.0, 0.62]
             img = render_rgb(vc, model["faces"], K, (512, 512), albedo=model["vertex_albedo"],
                              background=(120, 140, 160))
-            res = fm.process(img)
-            found[yaw] = res.multi_face_landmarks is not None
+            faces = detect(img)
+            found[yaw] = bool(faces)
             if found[yaw]:
-                pts = np.array([[p.x, p.y] for p in res.multi_face_landmarks[0].landmark]) * 512
+                pts = faces[0][:, :2]
                 assert len(pts) == 478
                 nose = _lmk(model, torch.as_tensor(vc)[None])[0, 30]
                 uv = K[:2, :2] @ (nose[:2] / nose[2]) + K[:2, 2]

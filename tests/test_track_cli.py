@@ -2,7 +2,6 @@
 flamecap track on a GRID clip when ../shared/data is present."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

@@ -39,13 +39,15 @@ import numpy as np
 from .contract.events import ProgressCallback
 from .contract.model_format import FlameModelData
 from .errors import FitError, InputError
+from .resources import bench_baseline
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REFERENCE = REPO_ROOT.parent / "shared" / "data" / "flame_reference"
 DEFAULT_GRID = REPO_ROOT.parent / "shared" / "data" / "footage" / "grid"
-DEFAULT_BASELINE = REPO_ROOT / "benchmarks" / "baseline_adam.py"
+# the baseline script: the wheel's copy or the checkout's benchmarks/ (flamecap.resources); None: pass --baseline
+DEFAULT_BASELINE = bench_baseline()
 REPORT_FORMAT = "flamecap.bench-report"
 REPORT_VERSION = 1
 FLAMECAP_METHODS = ("fast", "production")
@@ -118,8 +120,11 @@ class MethodFit:
     landmark_residual_px: float = float("nan")
 
 
-def load_baseline(path: str | os.PathLike = DEFAULT_BASELINE) -> Callable:
+def load_baseline(path: str | os.PathLike | None = DEFAULT_BASELINE) -> Callable:
     """``fit_adam_per_frame`` from the baseline script, loaded by path."""
+    if path is None:
+        raise InputError("this FlameCap install carries no baseline script; pass --baseline FILE "
+                         "(benchmarks/baseline_adam.py of a checkout)")
     path = Path(path)
     if not path.is_file():
         raise InputError(f"baseline script {path} not found; pass --baseline benchmarks/baseline_adam.py")
@@ -128,7 +133,7 @@ def load_baseline(path: str | os.PathLike = DEFAULT_BASELINE) -> Callable:
     sys.modules[spec.name] = module  # dataclasses in the script look their module up
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # a broken user script: say where
+    except Exception as exc:  # noqa: BLE001 - a user-supplied script may raise anything: one line saying where
         sys.modules.pop(spec.name, None)
         raise InputError(f"cannot load the baseline {path}: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, "fit_adam_per_frame", None)
@@ -254,7 +259,7 @@ def _track_clip(video: Path, end: int | None = None):
     from .video import open_footage
     footage = open_footage(video, end=end)
     t0 = time.perf_counter()
-    track = track_footage(footage, get_aligner("mediapipe"))
+    track = track_footage(footage, get_aligner())
     return track, time.perf_counter() - t0
 
 
@@ -593,7 +598,7 @@ def _json_default(o):
 
 
 def run_bench(out_dir: str | os.PathLike, cfg: BenchConfig, grid: str | os.PathLike | None = None,
-              reference: str | os.PathLike | None = None, baseline: str | os.PathLike = DEFAULT_BASELINE,
+              reference: str | os.PathLike | None = None, baseline: str | os.PathLike | None = DEFAULT_BASELINE,
               progress: ProgressCallback | None = None) -> dict:
     """Run the bench and write ``report.json``, ``report.md`` and plots into ``out_dir``; returns the report.
 
@@ -602,6 +607,8 @@ def run_bench(out_dir: str | os.PathLike, cfg: BenchConfig, grid: str | os.PathL
 
     from .binding import bind
     from .metrics import SSME_GAPS
+    from .optional import require
+    require("matplotlib", "flamecap bench (its plots)")     # the plots come last: fail before the slow part
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     if grid is not None and not Path(grid).is_dir():

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         from .paths import check_run_paths
         check_run_paths(args)   # the one output rule, for every command, before any work
         return int(args.handler(args) or 0)
-    except (KeyboardInterrupt, Exception) as exc:
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the CLI's one place that turns any error into one line
         message, code = describe_error(exc)
         _report_error(message, code, jsonl)
         return code

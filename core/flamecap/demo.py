@@ -1,9 +1,11 @@
-"""``flamecap demo``: the whole pipeline on a fresh machine, with no FLAME file and no network.
+"""``flamecap demo``: the whole pipeline on a fresh machine, with no FLAME file.
 
 1. Render a short clip of FlameCap's own synthetic head (:func:`flamecap.flame.synthetic.make_synthetic_model`)
    with :mod:`flamecap.synth` (talking jaw, expressions, blinks, head turns): ``footage/clip.mp4`` and the ground
    truth ``footage/gt.npz``.
-2. Track it: MediaPipe landmarks, then FlameCap's fitter at ``fast`` quality → ``result.npz``.
+2. Track it: MediaPipe landmarks (the default ``litert`` aligner; its model files are fetched once, announced,
+   when they are missing: the one download the demo may make), then FlameCap's fitter at ``fast`` quality →
+   ``result.npz``.
 3. Blender part in a headless-bpy subprocess (as ``flamecap export``): import the result (head, rig, animation,
    camera with the footage as its background) → ``scene.blend``, and the animated head → ``head.fbx``. Without
    bpy the result is still written and the Blender part is reported as skipped.
@@ -84,16 +86,29 @@ def track_video(video: Path, model, quality: str, progress: ProgressCallback | N
     from .fit.config import FitConfig
     from .fit.result import build_result
     from .fit.tracker import fit_track
-    from .landmarks import get_aligner, track_footage
+    from .landmarks import DEFAULT_ALIGNER, get_aligner, track_footage
     from .video import open_footage
     footage = open_footage(Path(video).resolve())  # the result names it; Blender loads it as the background
-    track = track_footage(footage, get_aligner("mediapipe"), progress=progress)
+    track = track_footage(footage, get_aligner(DEFAULT_ALIGNER), progress=progress)
     if not track.valid.any():
         raise NoFaceError(f"MediaPipe found no face in {video}; the demo head was not detected")
     binding = bind("mediapipe478", model, progress=progress)
     fo = fit_track(track, binding, model, config=FitConfig.preset(quality), progress=progress)
-    return build_result(fo, track, model, source=footage.source, aligner="mediapipe", quality=quality,
+    return build_result(fo, track, model, source=footage.source, aligner=DEFAULT_ALIGNER, quality=quality,
                         identity="none")
+
+
+def ensure_face_models(prog: ProgressCallback) -> None:
+    """The default aligner's MediaPipe model files, fetched once if missing (``flamecap models
+    fetch-mediapipe``: the mediapipe 0.10.21 wheel from PyPI, sha256-checked). Tracking itself never downloads;
+    the demo does, saying so, because it is the command a new user runs first."""
+    from .landmarks import DEFAULT_ALIGNER, mp_models
+    if DEFAULT_ALIGNER != "litert" or not mp_models.missing_files():
+        return
+    prog("demo", 0.35, f"fetching MediaPipe's face models once ({mp_models.FETCH_COMMAND}: the mediapipe "
+                       f"{mp_models.WHEEL_VERSION} wheel from PyPI, Apache-2.0) into {mp_models.models_dir()}")
+    log.warning("fetching MediaPipe's face models into %s (%s)", mp_models.models_dir(), mp_models.FETCH_COMMAND)
+    mp_models.fetch()
 
 
 def run_demo(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), blender: bool = True,
@@ -115,6 +130,7 @@ def run_demo(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), blender
                                                          height=cfg.height, yaw_max_deg=cfg.yaw_max_deg,
                                                          seed=cfg.seed), progress=progress)
     video = out / "footage" / "clip.mp4"
+    ensure_face_models(prog)
     prog("demo", 0.4, f"tracking ({cfg.quality})")
     res = track_video(video, model, cfg.quality, progress=progress)
     result = save_result(out / "result.npz", res)
@@ -129,9 +145,9 @@ def run_demo(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), blender
             info = run_blender_part(result, out / "scene.blend", out / "head.fbx", blender_python, addon_dir)
             blend, fbx = out / "scene.blend", out / "head.fbx"
         except NoBpyError:
+            from .optional import install_hint
             note = (f"bpy (headless Blender) is not installed here, so scene.blend and head.fbx were skipped; "
-                    f"'pip install -e .[dev]' (bpy 5.0.1) or pass --blender-python, then import {result} in "
-                    f"Blender")
+                    f"{install_hint('bpy')} or pass --blender-python, then import {result} in Blender")
     else:
         note = "Blender part skipped (--no-blender)"
     prog("demo", 1.0, "done")

@@ -28,12 +28,18 @@ class NoBpyError(InputError):
 
 def addon_parent(arg: str = "") -> Path:
     """The folder that holds ``blender_addon/``: ``arg`` (that folder or ``blender_addon`` itself), else the
-    source checkout next to the core."""
+    add-on sources the installed core carries (:func:`flamecap.resources.addon_parent`: the wheel's copy or
+    the checkout's)."""
+    from .resources import addon_parent as installed
     if arg:
         d = Path(arg)
         d = d.parent if d.name == "blender_addon" else d
     else:
-        d = Path(__file__).resolve().parents[2]
+        found = installed()
+        if found is None:
+            raise InputError("this FlameCap install carries no Blender add-on sources; reinstall it from a wheel "
+                             "or checkout, or pass --addon-dir (the folder that holds blender_addon/)")
+        d = found
     if not (d / "blender_addon" / "headless.py").is_file():
         raise InputError(f"the Blender add-on sources are not in {d}; pass --addon-dir (the folder that holds "
                          f"blender_addon/) or set FLAMECAP_ADDON_DIR")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scenarios import MockLayout, install, scene_state  # noqa: E402  (imports bpy)
-import bpy  # noqa: E402
+from scenarios import MockLayout, install, scene_state  # (imports bpy)
+import bpy
 
 
 def s_batch(a: dict) -> dict:

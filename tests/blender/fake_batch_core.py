@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fixtures  # noqa: E402
-from flamecap.contract import JsonlEmitter  # noqa: E402
+import fixtures
+from flamecap.contract import JsonlEmitter
 
 
 def main(argv: list[str]) -> int:

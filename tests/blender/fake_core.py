@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fixtures  # noqa: E402
-from flamecap.cli import build_parser  # noqa: E402
-from flamecap.contract import JsonlEmitter  # noqa: E402
+import fixtures
+from flamecap.cli import build_parser
+from flamecap.contract import JsonlEmitter
 
 
 def main(argv: list[str]) -> int:

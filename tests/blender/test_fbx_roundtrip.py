@@ -111,7 +111,6 @@ def _rot_angle(a, b):
 def _character(scene_mod, anim_compat, result_path):
     """A shape-key character (subdivided, moved copy of a head) with 4 ARKit keys keyed from a retarget."""
     import bpy
-    from flamecap.contract.result import load_result
     from flamecap.retarget import Correspondences, ShapeKeyTarget, retarget_shape_keys, SolveConfig
     from flamecap.retarget.synthetic import make_arkit_character, tiny_head_model
     m = tiny_head_model(subdivisions=2, n_expr=6)

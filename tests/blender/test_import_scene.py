@@ -55,7 +55,7 @@ def test_install_zip_and_import_result(tmp_path, addon_zip):
 
 
 def test_repo_import_interpolates_invalid_frames_and_bakes(tmp_path):
-    res = fixtures.make_result(tmp_path / "gaps.npz", n_frames=9, invalid=(4,), frame_offset=20)
+    fixtures.make_result(tmp_path / "gaps.npz", n_frames=9, invalid=(4,), frame_offset=20)
     out = run_scenario("repo_import", {"result": str(tmp_path / "gaps.npz"), "check_frames": [0, 3, 8],
                                        "reapply": 0.5}, tmp_path)
     assert out["key_frame_range"] == [21, 29] and out["scene_range"] == [21, 29]
@@ -69,7 +69,7 @@ def test_repo_import_interpolates_invalid_frames_and_bakes(tmp_path):
 
 
 def test_per_frame_baked_keys_match_flame(tmp_path):
-    res = fixtures.make_result(tmp_path / "bake.npz", n_frames=5)
+    fixtures.make_result(tmp_path / "bake.npz", n_frames=5)
     out = run_scenario("repo_import", {"result": str(tmp_path / "bake.npz"), "bake": True,
                                        "check_frames": [0, 2, 4]}, tmp_path)
     assert [k for k in out["keys"] if k.startswith("frame_")] == [f"frame_{i:05d}" for i in range(1, 6)]

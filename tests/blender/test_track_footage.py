@@ -2,13 +2,10 @@
 with the core as a subprocess: success imports; cancel and failing cores leave the scene unchanged."""
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-import fixtures
 from conftest import CORE_PYTHON, REPO, run_scenario
 
 pytestmark = pytest.mark.blender

@@ -50,7 +50,9 @@ from .base import SurfaceBinding
 log = logging.getLogger(__name__)
 
 N_MP = 478
-CALIB_VERSION = 4   # 4: points restricted to their part of the head; painted eyes and mouth on models without albedo
+# 4: points restricted to their part of the head; painted eyes and mouth on models without albedo;
+# 5: renders detected by the default (litert) front end instead of the legacy mediapipe package
+CALIB_VERSION = 5
 SKIN_RGB = (0.87, 0.68, 0.58)
 # MediaPipe's inner lip contour (FACEMESH_LIPS, inner ring): bound from the open-mouth renders
 UPPER_INNER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415)
@@ -365,7 +367,7 @@ def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albed
     axes: +Y up, +Z toward the viewer), ``faces`` (F, 3) (see module docstring). ``open_mouth_vertices``
     (V, 3): the same mesh with the jaw open; when given, the inner-lip points come from its renders.
     ``parts`` (F,): each triangle's part (:func:`face_parts`); None binds every point anywhere."""
-    from ..landmarks.mediapipe_aligner import MediaPipeAligner
+    from ..landmarks import DEFAULT_ALIGNER, get_aligner
 
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
@@ -382,7 +384,7 @@ def calibrate_mediapipe_embedding(vertices: np.ndarray, faces: np.ndarray, albed
     n_total = sum(len(y) * len(p) for _, y, p, _ in passes) * len(config.lights)
     n_detected = 0
     done = 0
-    with MediaPipeAligner(max_num_faces=1, min_detection_confidence=0.3).static_detector() as detect:
+    with get_aligner(DEFAULT_ALIGNER, max_num_faces=1, min_detection_confidence=0.3).static_detector() as detect:
         # a mesh with no face in its frontal view is no face: say so after one render, not all of them
         front = replace(config, lights=config.lights[:1])
         if all(found is None for found in _render_samples(detect, v, v, f, col, parts, (0.0,), (0.0,), front)):

@@ -1,5 +1,6 @@
 """``flamecap demo -o DIR``: render a synthetic clip of FlameCap's own head, track it and build a Blender scene
-and an FBX from it; no FLAME file, no network (see :mod:`flamecap.demo`)."""
+and an FBX from it; no FLAME file, and no network once MediaPipe's face models are there (see
+:mod:`flamecap.demo`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,8 @@ from ..cli import add_progress_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="track a synthetic clip end to end (result.npz, scene.blend, FBX); no downloads")
+    p = sub.add_parser("demo", help="track a synthetic clip end to end (result.npz, scene.blend, FBX); no FLAME "
+                                         "file; fetches MediaPipe's face models once if missing")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--frames", type=int, default=50, help="clip length in frames (default 50)")
     p.add_argument("--size", default="480x360", help="WIDTHxHEIGHT of the clip (default 480x360)")
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blender-python", default=os.environ.get("FLAMECAP_BPY_PYTHON", ""),
                    help="a Python with bpy (default: $FLAMECAP_BPY_PYTHON, else this Python)")
     p.add_argument("--addon-dir", default=os.environ.get("FLAMECAP_ADDON_DIR", ""),
-                   help="folder holding blender_addon/ (default: next to the core source)")
+                   help="folder holding blender_addon/ (default: the add-on sources this install carries)")
     add_progress_argument(p)
     p.set_defaults(handler=cmd_demo)
 

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blender-python", default=os.environ.get("FLAMECAP_BPY_PYTHON", ""),
                    help="a Python with bpy (default: $FLAMECAP_BPY_PYTHON, else this Python)")
     p.add_argument("--addon-dir", default=os.environ.get("FLAMECAP_ADDON_DIR", ""),
-                   help="folder holding blender_addon/ (default: next to the core source)")
+                   help="folder holding blender_addon/ (default: the add-on sources this install carries)")
     p.add_argument("--params-npz", help="FLAME parameters as .npz")
     p.add_argument("--params-json", help="FLAME parameters as JSON")
     p.add_argument("--livelink-csv", help="Live Link Face CSV of ARKit weights (needs --anim)")

@@ -19,28 +19,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_validate)
 
 
+# distributions reported by 'flamecap info': the base install's, then the optional extras' (flamecap.optional)
+_DISTRIBUTIONS = ("torch", "opencv-python-headless", "ai-edge-litert", "av", "smplx", "trimesh", "scipy",
+                  "mediapipe", "opencv-contrib-python", "safetensors", "matplotlib", "bpy", "ray")
+
+
 def environment() -> dict:
+    from importlib import metadata
+
     import numpy
+    import torch
+
     import flamecap
     info = {"flamecap": flamecap.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "numpy": numpy.__version__}
-    for mod in ("torch", "cv2", "mediapipe", "smplx", "trimesh", "scipy"):
+    for dist in _DISTRIBUTIONS:       # versions from the installed metadata: nothing heavy is imported
         try:
-            m = __import__(mod)
-            info[mod] = getattr(m, "__version__", "installed")
-        except Exception as exc:  # a broken optional install is reported, not fatal
-            info[mod] = f"missing ({type(exc).__name__})"
-    try:
-        import torch
-        info["cuda"] = torch.cuda.is_available()
-        info["device"] = torch.cuda.get_device_name(0) if info["cuda"] else "cpu"
-    except Exception:
-        info["cuda"], info["device"] = False, "cpu"
-    try:
-        from ..flame.registry import registered_models_summary
-        info["models"] = registered_models_summary()
-    except ImportError:
-        info["models"] = []
+            info[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[dist] = "not installed"
+    info["cuda"] = bool(torch.cuda.is_available())
+    info["device"] = torch.cuda.get_device_name(0) if info["cuda"] else "cpu"
+    from ..flame.registry import registered_models_summary
+    info["models"] = registered_models_summary()
     return info
 
 

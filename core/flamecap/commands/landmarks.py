@@ -9,6 +9,7 @@ import logging
 
 from ..errors import InputError, NoFaceError
 from ..cli import progress_reporter
+from ..landmarks import ALIGNER_HELP, ALIGNERS, DEFAULT_ALIGNER, FACE_ALIGNERS
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--end", type=int, default=None, help="stop before this frame")
     p.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
     p.add_argument("--fps", type=float, default=None, help="frame rate override (image sequences: 25)")
-    p.add_argument("--aligner", default="mediapipe", choices=("mediapipe", "litert", "file", "dense"),
-                   help="mediapipe: the legacy mediapipe package; litert: the same face models on ai-edge-litert "
-                        "(files: 'flamecap models fetch-mediapipe')")
+    p.add_argument("--aligner", default=DEFAULT_ALIGNER, choices=tuple(ALIGNERS), help=ALIGNER_HELP)
     p.add_argument("--face-index", type=int, default=None,
                    help="follow the n-th face from the left (default: the largest)")
     p.add_argument("--points", help="--aligner file: CSV or .npz with the points")
@@ -53,7 +52,7 @@ def cmd_landmarks(args) -> int:
         raise InputError(f"--face-index must be >= 0 (0 = the leftmost face), got {args.face_index}")
     footage = open_footage(args.footage, start=args.start, end=args.end, stride=args.stride, fps=args.fps)
     options = {}
-    if args.aligner in ("mediapipe", "litert"):
+    if args.aligner in FACE_ALIGNERS:
         options["face_index"] = args.face_index
     elif args.aligner == "file":
         if not args.points:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InputError, NoFaceError
+from ..landmarks import ALIGNER_HELP, ALIGNERS, DEFAULT_ALIGNER, FACE_ALIGNERS
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser, output: bool = True) -> None:
                    help="where the networks run (--aligner dense, --identity mica); the fitter uses the CPU")
 
 
-_CHOICES = {"aligner": ("mediapipe", "litert", "dense", "file"), "quality": ("fast", "production"),
+_CHOICES = {"aligner": tuple(ALIGNERS), "quality": ("fast", "production"),
             "identity": ("none", "mica"), "device": ("auto", "cpu", "cuda")}
 
 
@@ -48,7 +49,7 @@ class TrackOptions:
     end: int | None = None
     stride: int = 1
     fps: float | None = None
-    aligner: str = "mediapipe"
+    aligner: str = DEFAULT_ALIGNER
     weights: str | None = None
     points: str | None = None
     face_index: int | None = None
@@ -72,9 +73,9 @@ class TrackOptions:
         if self.face_index is not None:
             if self.face_index < 0:
                 raise InputError(f"face-index must be >= 0 (0 = leftmost face), got {self.face_index}")
-            if self.aligner != "mediapipe":
-                raise InputError("face-index applies to the mediapipe aligner only; drop it or use "
-                                 "--aligner mediapipe")
+            if self.aligner not in FACE_ALIGNERS:
+                raise InputError(f"face-index applies to the {' and '.join(FACE_ALIGNERS)} aligners only; drop it "
+                                 f"or use --aligner {DEFAULT_ALIGNER}")
         if self.start < 0 or self.stride < 1 or (self.end is not None and self.end <= self.start):
             raise InputError(f"bad frame range start={self.start} end={self.end} stride={self.stride}; need "
                              f"0 <= start < end and stride >= 1")
@@ -157,8 +158,7 @@ def add_footage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end", type=int, default=None)
     p.add_argument("--stride", type=int, default=1)
     p.add_argument("--fps", type=float, default=None, help="frame rate override (image sequences: 25)")
-    p.add_argument("--aligner", default="mediapipe", choices=("mediapipe", "litert", "dense", "file"),
-                   help="litert: MediaPipe's face models on ai-edge-litert (files: 'flamecap models fetch-mediapipe')")
+    p.add_argument("--aligner", default=DEFAULT_ALIGNER, choices=tuple(ALIGNERS), help=ALIGNER_HELP)
     p.add_argument("--weights", default=None, help="--aligner dense: network weights")
     p.add_argument("--points", default=None, help="--aligner file: CSV or .npz with the points")
     p.add_argument("--face-index", type=int, default=None,

@@ -43,13 +43,19 @@ class DenseCheckpoint:
     frame_vertices: np.ndarray | None = None
 
 
+def _safetensors_torch():
+    """``safetensors.torch``; safetensors is the ``dense`` extra, so without it: the one-line fix."""
+    from ..optional import require
+    return require("safetensors.torch", "the dense aligner's checkpoints")
+
+
 def save_checkpoint(path: str | os.PathLike, net: FlowFaceNet, vertex_uv: np.ndarray, topology_hash: str,
                     step: int = 0, optimizer: torch.optim.Optimizer | None = None,
                     train_config: dict | None = None, history: list | None = None,
                     half: bool = False, frame_vertices: np.ndarray | None = None) -> Path:
     """Write ``net`` (+ optimizer state when given) atomically to ``path``. ``half`` stores weights as
     float16 (export only)."""
-    from safetensors.torch import save_file
+    save_file = _safetensors_torch().save_file
 
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
@@ -81,9 +87,9 @@ def save_checkpoint(path: str | os.PathLike, net: FlowFaceNet, vertex_uv: np.nda
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> DenseCheckpoint:
     """Read a checkpoint or exported weights; any problem is a one-line :class:`WeightsError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    from safetensors import safe_open
+    st_torch = _safetensors_torch()
+    from safetensors import SafetensorError, safe_open
+    load_file = st_torch.load_file
 
     path = Path(path)
     hint = "train with 'flamecap dense train' or pass --weights FILE"

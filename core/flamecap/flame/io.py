@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 NO_MODEL_MESSAGE = ("no FLAME model registered: run 'flamecap models add /path/to/flame2023_Open.pkl' (free, "
                     "CC-BY-4.0, from the FLAME website) or 'flamecap models download flame2023-open'; "
-                    "'flamecap demo' needs no download")
+                    "'flamecap demo' needs no FLAME file")
 
 
 def _load_npz(path: Path) -> FlameModelData:

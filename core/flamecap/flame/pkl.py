@@ -222,7 +222,7 @@ class SafeFlameUnpickler(pickle.Unpickler):
         self._numpy = _numpy_globals()
         self._classes: dict[tuple[str, str], type] = {}
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
+    def find_class(self, module: str, name: str) -> Any:   # the pickle.Unpickler hook
         if (module, name) in _compat_pickle.NAME_MAPPING:      # Python 2 names (copy_reg, __builtin__)
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)

@@ -47,7 +47,7 @@ class KnownRelease:
 
 
 # Releases FlameCap knows. Only FLAME 2023 Open publishes a sha256; the others are identified by structure
-# and file name ("flame2020-like"). Keep in sync with weights/manifest.toml (a test checks it).
+# and file name ("flame2020-like"). Keep in sync with the weights manifest, flamecap/_data/weights_manifest.toml (a test checks it).
 KNOWN_RELEASES: tuple[KnownRelease, ...] = (
     KnownRelease("flame2023-open", "flame2023_Open.pkl", "CC-BY-4.0",
                  "e75a0990728ba038c7da2a420ae4396f7ddd7781366c13026066c5b24f127623"),

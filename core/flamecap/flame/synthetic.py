@@ -337,7 +337,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) not in self._ALLOWED:
             raise UnsafeFileError(f"{module}.{name} is not allowed in a landmark embedding pickle; "
                                   f"use the original flame_static_embedding_68.pkl")
-        import numpy.core.multiarray as ma  # noqa: F401  (numpy 1.x and 2.x both provide it)
+        import numpy.core.multiarray as ma  # numpy 1.x and 2.x both provide it (the name the pickles use)
         return {"_reconstruct": ma._reconstruct, "ndarray": np.ndarray, "dtype": np.dtype,
                 "scalar": getattr(ma, "scalar", None)}[name]
 

@@ -171,31 +171,29 @@ def sharpness(image: np.ndarray, region: tuple[int, int, int, int] | None = None
 
 
 class FivePointDetector:
-    """MediaPipe FaceMesh (static images, refined iris) → five ArcFace points. Use as a context manager or
-    call :meth:`close`. ``detect(rgb)`` returns (5, 2) FlameCap px, or ``None`` when no face is found."""
+    """MediaPipe's face mesh (the default aligner's static-image detector, refined iris) → five ArcFace points.
+    Use as a context manager or call :meth:`close`. ``detect(rgb)`` returns (5, 2) FlameCap px, or ``None``
+    when no face is found."""
 
     def __init__(self, min_confidence: float = 0.5):
-        try:
-            import mediapipe as mp
-        except ImportError as exc:  # pragma: no cover - mediapipe is a core dependency
-            raise InputError(f"mediapipe is not importable ({exc}); reinstall FlameCap's dependencies") from None
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                                     refine_landmarks=True,
-                                                     min_detection_confidence=min_confidence)
+        import contextlib
+
+        from ..landmarks import DEFAULT_ALIGNER, get_aligner
+        aligner = get_aligner(DEFAULT_ALIGNER, max_num_faces=1, min_detection_confidence=min_confidence)
+        self._stack = contextlib.ExitStack()
+        self._detect = self._stack.enter_context(aligner.static_detector())
 
     def detect(self, image: np.ndarray) -> np.ndarray | None:
         img = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
         if img.ndim != 3 or img.shape[2] != 3:
             raise InputError(f"expected an RGB image (H, W, 3), got shape {img.shape}")
-        res = self._mesh.process(img)
-        if not res.multi_face_landmarks:
+        faces = self._detect(img)
+        if not faces:
             return None
-        h, w = img.shape[:2]
-        lm = np.array([[p.x * w, p.y * h] for p in res.multi_face_landmarks[0].landmark], dtype=np.float64)
-        return five_points_from_mediapipe(lm)
+        return five_points_from_mediapipe(np.asarray(faces[0], dtype=np.float64)[:, :2])
 
     def close(self) -> None:
-        self._mesh.close()
+        self._stack.close()
 
     def __enter__(self) -> "FivePointDetector":
         return self

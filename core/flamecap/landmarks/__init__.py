@@ -1,7 +1,9 @@
 """2D alignment backends behind one interface (:class:`Aligner`) and a name registry.
 
-``get_aligner("mediapipe" | "litert" | "file" | "dense", **options)`` returns a backend; backends are imported
-lazily so ``import flamecap.landmarks`` stays light. ``track_footage(footage, aligner)`` runs one over a
+``get_aligner("litert" | "mediapipe" | "file" | "dense", **options)`` returns a backend; backends are imported
+lazily so ``import flamecap.landmarks`` stays light. The default, ``litert``, runs MediaPipe's face models on
+ai-edge-litert (a base dependency; model files from ``flamecap models fetch-mediapipe``); ``mediapipe`` is the
+legacy package, kept as a reference backend in the ``legacy`` extra (Python 3.11 only). ``track_footage(footage, aligner)`` runs one over a
 :class:`flamecap.video.Footage`.
 """
 from __future__ import annotations
@@ -18,15 +20,24 @@ from .base import Aligner, LandmarkTrack
 if TYPE_CHECKING:  # pragma: no cover
     from ..video import Footage
 
-# name -> (module, class)
+# name -> (module, class); the order is the order the CLI lists them in
 ALIGNERS: dict[str, tuple[str, str]] = {
-    "mediapipe": ("flamecap.landmarks.mediapipe_aligner", "MediaPipeAligner"),
-    "file": ("flamecap.landmarks.file_aligner", "FileAligner"),
-    "dense": ("flamecap.landmarks.dense_aligner", "DenseAligner"),
     # MediaPipe's face models on ai-edge-litert, FlameCap's own pipeline (no mediapipe package)
     "litert": ("flamecap.landmarks.litert_aligner", "LiteRTAligner"),
+    "mediapipe": ("flamecap.landmarks.mediapipe_aligner", "MediaPipeAligner"),
+    "dense": ("flamecap.landmarks.dense_aligner", "DenseAligner"),
+    "file": ("flamecap.landmarks.file_aligner", "FileAligner"),
 }
-DEFAULT_ALIGNER = "mediapipe"
+# litert, not the legacy package: the same points within 0.02 px on the GRID clips (README), wheels for Python
+# 3.11-3.13 and numpy 2. No silent switch to another backend when its files are missing: tracking stops with
+# the one-line fix, so a result never depends on which packages happen to be installed.
+DEFAULT_ALIGNER = "litert"
+# the backends that follow one face among several (face_index, max_num_faces)
+FACE_ALIGNERS = ("litert", "mediapipe")
+# the command line's --aligner help (flamecap track, landmarks, batch)
+ALIGNER_HELP = ("litert (default): MediaPipe's face models on ai-edge-litert, files from 'flamecap models "
+                "fetch-mediapipe'; mediapipe: the legacy package, a reference ('flamecap[legacy]', Python 3.11); "
+                "dense: FlameCap's dense network (--weights); file: points from --points")
 
 
 def get_aligner(name: str = DEFAULT_ALIGNER, **options) -> Aligner:
@@ -40,8 +51,8 @@ def get_aligner(name: str = DEFAULT_ALIGNER, **options) -> Aligner:
     except ModuleNotFoundError as exc:
         if exc.name == mod_name:
             raise InputError(f"aligner '{key}' is not available in this FlameCap build") from None
-        raise InputError(f"aligner '{key}' needs the package '{exc.name}'; install it with "
-                         f"'pip install {exc.name}'") from None
+        from ..optional import missing
+        raise missing(str(exc.name).split(".")[0], f"aligner '{key}'") from None
     return getattr(module, cls_name)(**options)
 
 
@@ -86,5 +97,5 @@ def with_damaged_rows(track: LandmarkTrack, damaged: list[tuple[int, float]]) ->
                          meta=dict(track.meta, damaged_rows=n))
 
 
-__all__ = ["Aligner", "LandmarkTrack", "ALIGNERS", "DEFAULT_ALIGNER", "get_aligner",
+__all__ = ["Aligner", "LandmarkTrack", "ALIGNERS", "DEFAULT_ALIGNER", "FACE_ALIGNERS", "ALIGNER_HELP", "get_aligner",
            "track_footage"]

@@ -135,19 +135,19 @@ class DenseAligner(Aligner):
         full = (w / 2, h / 2, float(min(w, h)))
         if self.detector == "full":
             return full
-        if self._fd is None:
-            import mediapipe as mp
-            self._fd = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
-        res = self._fd.process(np.ascontiguousarray(rgb))
-        if not res.detections:
+        from . import mp_geometry as G
+        if self._fd is None:        # MediaPipe's full-range BlazeFace on LiteRT (the litert aligner's models)
+            from .litert_aligner import FaceModels
+            self._fd = FaceModels()
+        det = self._fd.detect(np.ascontiguousarray(rgb), G.FULL_RANGE, 0.5)
+        if not len(det):
             return full
-        best = max(res.detections, key=lambda d: d.location_data.relative_bounding_box.width
-                   * d.location_data.relative_bounding_box.height)
-        bb = best.location_data.relative_bounding_box
-        cx, cy = (bb.xmin + bb.width / 2) * w, (bb.ymin + bb.height / 2) * h
+        wh = det.boxes[:, 2:] - det.boxes[:, :2]                  # boxes (D, 4): x0, y0, x1, y1 pixels
+        best = int(np.argmax(wh[:, 0] * wh[:, 1]))
+        (cx, cy), (bw, bh) = (det.boxes[best, :2] + det.boxes[best, 2:]) / 2, wh[best]
         # the detector's box spans brows to mouth; the face region is ~1.3× that, shifted up a little
-        side = max(bb.width * w, bb.height * h) * 1.3 * self.margin
-        return cx, cy - 0.08 * side, side
+        side = max(bw, bh) * 1.3 * self.margin
+        return float(cx), float(cy - 0.08 * side), float(side)
 
     def _valid(self, pts: np.ndarray, sig: np.ndarray, box) -> bool:
         return bool(np.all(np.isfinite(pts)) and np.median(sig[self.frame_idx]) <= self.max_rel_sigma * box[2])
@@ -202,10 +202,7 @@ class DenseAligner(Aligner):
             batch.append(item)
             if len(batch) >= self.batch_size:
                 flush()
-        flush()
-        if self._fd is not None:
-            self._fd.close()
-            self._fd = None
+        flush()          # the detector's models stay loaded: they hold no per-clip state
         a = rows.arrays()
         T, valid = rows.n, a["valid"]
         log.info("dense aligner: %d frames, %d valid, %.1f s", T, int(valid.sum()), time.monotonic() - t0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Iterable
 
@@ -36,7 +37,7 @@ def _load_npz(path: Path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # zip/format errors → one line
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # unreadable / not an npz → one line
         raise InputError(f"{path} is not a readable .npz ({type(exc).__name__}); re-export the points") from None
     if "__meta__" in arrays:
         import json

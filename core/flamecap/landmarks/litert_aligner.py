@@ -175,21 +175,22 @@ class LiteRTAligner(MediaPipeAligner):
 
     def __init__(self, *args, num_threads: int = DEFAULT_THREADS, full_range_fallback: bool = True,
                  models_dir=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        import importlib.util
         from ..errors import InputError
-        from . import mp_models as M
         if int(num_threads) < 1:
             raise InputError(f"num_threads must be ≥ 1 (got {num_threads})")
-        if importlib.util.find_spec("ai_edge_litert") is None:
-            raise InputError("aligner 'litert' needs the package 'ai-edge-litert'; install it with "
-                             "'pip install ai-edge-litert'")
-        for fname in (M.SHORT_RANGE, M.FULL_RANGE, M.LANDMARKS, M.CONNECTIONS):
-            M.model_file(fname, models_dir)      # missing / altered files fail here, before any frame
         self.num_threads = int(num_threads)
         self.full_range_fallback = bool(full_range_fallback)
         self.models_dir = models_dir
         self._models: FaceModels | None = None
+        super().__init__(*args, **kwargs)
+
+    def _check_backend(self) -> None:
+        from ..optional import available, missing
+        from . import mp_models as M
+        if not available("ai_edge_litert"):
+            raise missing("ai-edge-litert", "aligner 'litert'")
+        for fname in (M.SHORT_RANGE, M.FULL_RANGE, M.LANDMARKS, M.CONNECTIONS):
+            M.model_file(fname, self.models_dir)      # missing / altered files fail here, before any frame
 
     @property
     def models(self) -> FaceModels:

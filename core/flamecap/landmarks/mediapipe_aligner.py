@@ -1,4 +1,6 @@
-"""MediaPipe FaceMesh backend: 478 points per frame (468 mesh points + 2×5 iris points).
+"""MediaPipe FaceMesh backend: 478 points per frame (468 mesh points + 2×5 iris points), on the legacy
+``mediapipe==0.10.21`` package (the ``legacy`` extra, Python 3.11 only: the reference the parity tests compare
+the default ``litert`` backend with, which inherits everything here but the graph).
 
 Tracking: ``mediapipe.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True)``
 tracks from frame to frame and re-runs its detector by itself whenever tracking confidence drops, so a
@@ -87,6 +89,13 @@ class MediaPipeAligner(Aligner):
         self.static_image_mode = bool(static_image_mode)
         self.max_jump = float(max_jump)
         self.reacquire_s = float(reacquire_s)
+        self._check_backend()
+
+    def _check_backend(self) -> None:
+        """Fail here, before any frame, when the backend cannot run (the legacy package is an extra)."""
+        from ..optional import available, missing
+        if not available("mediapipe"):
+            raise missing("mediapipe", "aligner 'mediapipe' (use the default 'litert': the same face models)")
 
     def _facemesh(self, max_num_faces: int):
         from mediapipe.python.solutions import face_mesh

@@ -6,7 +6,7 @@ that carries the legacy face models. ``flamecap models fetch-mediapipe`` downloa
 (``pip download --no-deps --only-binary=:all:``, any Python can do it) or takes a wheel file you already
 have (``--wheel``) or, offline, the installed legacy package (``--from-installed``: its package directory holds
 the same files), reads the files out, checks each against the sha256 in
-``weights/manifest.toml`` (entry ``mediapipe-face``) and writes them, with the wheel's licence text, to
+the weights manifest (entry ``mediapipe-face``) and writes them, with the wheel's licence text, to
 ``$FLAMECAP_HOME/weights/mediapipe/``. Nothing is ever downloaded while tracking: a missing file is an
 error that names the command.
 """
@@ -70,6 +70,13 @@ def model_file(name: str, directory: Path | None = None) -> Path:
                                f"version); run '{FETCH_COMMAND} --force'")
         _CHECKED[key] = True
     return p
+
+
+def missing_files(directory: Path | None = None) -> list[str]:
+    """The MediaPipe face files not in ``directory`` (default :func:`models_dir`) or not intact there."""
+    d = Path(directory) if directory is not None else models_dir()
+    entry = _entry()
+    return [f for f in entry["files"] if not ((d / f).is_file() and sha256_file(d / f) == entry["sha256"][f])]
 
 
 def _extract(read, has, source: str, dest: Path, licence: bytes | None) -> list[Path]:
@@ -160,8 +167,7 @@ def fetch(dest: Path | None = None, wheel: Path | None = None, force: bool = Fal
     ``wheel``) or the installed package (``from_installed``); files already there and intact are kept
     unless ``force``. Returns the files written."""
     d = Path(dest) if dest is not None else models_dir()
-    entry = _entry()
-    if not force and all((d / f).is_file() and sha256_file(d / f) == entry["sha256"][f] for f in entry["files"]):
+    if not force and not missing_files(d):
         log.info("MediaPipe face files already in %s", d)
         return []
     if from_installed:

@@ -27,17 +27,19 @@ RAW = "mediapipe"
 
 
 def raw_mediapipe(video: Path, cache_dir: Path):
-    """MediaPipe's 478 points on every frame (:class:`LandmarkTrack`), cached per clip and MediaPipe version."""
-    import mediapipe
+    """MediaPipe's 478 points on every frame (:class:`LandmarkTrack`, the default aligner: the face models on
+    LiteRT), cached per clip, aligner and runtime version."""
+    from importlib.metadata import version
 
     from ..flame.registry import sha256_file
-    from ..landmarks import LandmarkTrack, get_aligner, track_footage
+    from ..landmarks import DEFAULT_ALIGNER, LandmarkTrack, get_aligner, track_footage
     from ..video import open_footage
-    key = hashlib.sha256(f"{sha256_file(video)}:{mediapipe.__version__}".encode()).hexdigest()[:20]
+    runtime = version("ai-edge-litert" if DEFAULT_ALIGNER == "litert" else "mediapipe")
+    key = hashlib.sha256(f"{sha256_file(video)}:{DEFAULT_ALIGNER}:{runtime}".encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"{video.stem}_mp_{key}.npz"
     if path.is_file():
         return LandmarkTrack.load(path)
-    track = track_footage(open_footage(video), get_aligner("mediapipe"))
+    track = track_footage(open_footage(video), get_aligner(DEFAULT_ALIGNER))
     path.parent.mkdir(parents=True, exist_ok=True)
     track.save(path)
     return track
