@@ -728,12 +728,11 @@ def stage_focal(st: FitState) -> None:
     if abs(t) > 1e-3:
         at(n + t)
     best = min(grid, key=lambda m: grid[m][0])
-    if best != 0:    # the shape and poses of every joint frame at the new focal
-        ja = torch.as_tensor(st.jidx)
-        xa = st.x[ja].clone()
-        xa[:, tsl] *= math.exp(best * step)
+    if best != 0:    # every frame moved to the new focal's depth; shape and joint frames refit there
+        st.x[:, tsl] *= math.exp(best * step)
         st.focal = torch.tensor(math.exp(lf0 + best * step), dtype=torch.float64)
-        st.x[ja], st.shape, _ = joint_fit(st, st.prob.subset(ja), xa, grid[best][2].clone(), False,
+        ja = torch.as_tensor(st.jidx)
+        st.x[ja], st.shape, _ = joint_fit(st, st.prob.subset(ja), st.x[ja], grid[best][2].clone(), False,
                                           cfg.robust_final, cfg.iters_joint)
     gain = min(cm, cp) - c0
     turn = _turn_range_deg(st)
@@ -806,8 +805,8 @@ def outputs(st: FitState) -> FitOutput:
              np.nanmean(err_v), fval, 1e3 * st.timings["total"] / T)
     vidx, kf, info_id, info_j = st.vidx, st.kf, st.info_id, st.info_j
     return FitOutput(params={k: np.asarray(v, dtype=np.float64) for k, v in params.items()},
-                     shape=st.shape.numpy().astype(np.float64), focal=fval, K=K, valid=st.valid, landmark_residual_px=err,
-                     n_points=int(st.rows.size), timings=st.timings, offsets=st.offsets,
+                     shape=st.shape.numpy().astype(np.float64), focal=fval, K=K, valid=st.valid,
+                     landmark_residual_px=err, n_points=int(st.rows.size), timings=st.timings, offsets=st.offsets,
                      info={"keyframes": vidx[kf].tolist(), "joint_frames": vidx[st.jidx].tolist(),
                            "identity_cost": ([info_id.cost_start, info_id.cost_end] if info_id else None),
                            "joint_cost": [info_j.cost_start, info_j.cost_end], "joint_iterations": info_j.iterations,

@@ -284,14 +284,13 @@ def lip_gap_mm(verts: np.ndarray, rig: FlameModelData) -> np.ndarray:
     ``flamecap track`` binds them), mm: how far the mouth is open, whatever mix of jaw and expression opens it
     (NaN where the rig binds neither)."""
     from ..binding import bind
-    from ..binding.mediapipe import surface_points
     b = bind("mediapipe478", rig)
     rows = [np.flatnonzero(b.point_index == k) for k in (13, 14)]
     if not all(r.size for r in rows):              # a head too coarse for those points to bind
         return np.full(len(verts), np.nan)
-    rows = [int(r[0]) for r in rows]
-    faces = np.asarray(rig["faces"], np.int64)
-    up, lo = (np.stack([surface_points(v, faces, b.face_idx[[r]], b.bary[[r]])[0] for v in verts]) for r in rows)
+    r = np.array([int(x[0]) for x in rows])
+    tri = np.asarray(verts)[:, np.asarray(rig["faces"], np.int64)[b.face_idx[r]]]     # (T, 2, 3, 3)
+    up, lo = np.moveaxis(np.einsum("rk,trkc->trc", np.asarray(b.bary[r], np.float64), tri), 1, 0)
     return np.linalg.norm(up - lo, axis=-1) * 1000.0
 
 
