@@ -37,7 +37,7 @@ def fit_adam_per_frame(points: np.ndarray, sigma: np.ndarray, valid: np.ndarray,
     layer = FlameLayer(model, n_shape=n_shape, n_expr=n_expr)
     T = points.shape[0]
     obs = torch.as_tensor(points[:, point_index], dtype=torch.float32)
-    sig = torch.as_tensor(np.nan_to_num(sigma[:, point_index], nan=1e6), dtype=torch.float32).clamp_min(0.5)
+    sig = torch.as_tensor(np.nan_to_num(sigma[:, point_index].astype(np.float32), nan=1e6), dtype=torch.float32).clamp_min(0.5)
     w = torch.isfinite(obs).all(-1) & torch.as_tensor(valid)[:, None]
     obs = torch.nan_to_num(obs)
     fi = torch.as_tensor(face_idx, dtype=torch.long)

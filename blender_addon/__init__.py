@@ -5,36 +5,18 @@ This package never imports torch / cv2 / mediapipe; the only code it shares with
 ``flamecap.contract`` (see ``_vendor``)."""
 from __future__ import annotations
 
-import importlib
-import logging
-
 import bpy
 
-from . import operators, prefs, ui
+from . import batch, export_fbx, operators, prefs, retarget, ui
 
-log = logging.getLogger(__name__)
-
-# sections written by other modules: each exposes ``classes`` and ``draw_panel(layout, context)``
-OPTIONAL_MODULES = ("retarget", "export_fbx", "batch")
+# panel sections written by other modules: each exposes ``classes`` and ``draw_panel(layout, context)``, and
+# may have ``register_extra`` / ``unregister_extra`` for the properties it adds to Blender's types
+SECTIONS = (retarget, export_fbx, batch)
 _registered: list = []
 
 
-def optional_modules() -> list:
-    mods = []
-    for name in OPTIONAL_MODULES:
-        full = f"{__package__}.{name}"
-        try:
-            mods.append(importlib.import_module(full))
-        except ModuleNotFoundError as exc:
-            if exc.name != full:
-                log.exception("FlameCap: the %s section could not be loaded", name)
-        except Exception:  # a broken optional section must not take the add-on down
-            log.exception("FlameCap: the %s section could not be loaded", name)
-    return mods
-
-
 def register():
-    extra = optional_modules()
+    extra = list(SECTIONS)
     classes = list(prefs.classes) + list(operators.classes)
     for mod in extra:
         classes += list(getattr(mod, "classes", ()))
@@ -54,7 +36,7 @@ def unregister():
     run = operators._ACTIVE.get("run")
     if run is not None and not run.state.finished:
         run.cancel()
-    for mod in optional_modules():
+    for mod in SECTIONS:
         if hasattr(mod, "unregister_extra"):
             mod.unregister_extra()
     prefs.unregister_props()

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import anim_compat
 from ._contract import contract
+from .operators import TrackInputError, _CoreJob
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,9 @@ rot = contract.rotations
 PRESET_ITEMS = [("auto", "Auto", "the preset that finds the most bones"), ("rigify", "Rigify", ""),
                 ("mixamo", "Mixamo", ""), ("head_neck", "Head/Neck/Jaw/LeftEye/RightEye", "Ready Player Me, VRM"),
                 ("flame", "Same names", "FlameCap's own rig names")]
-# object properties: the last solve (animation file with the raw values), its mapping table and neutral frame
+# object property: the last solve (animation file with the raw values); the mapping table and neutral frame
+# are registered properties (Object.flamecap_channels, Object.flamecap_neutral_frame)
 PROP_ANIM = "flamecap_anim"
-PROP_MAPPING = "flamecap_mapping"
-PROP_NEUTRAL = "flamecap_neutral_frame"
 
 
 class RetargetError(ValueError):
@@ -338,75 +338,136 @@ class FLAMECAP_OT_retarget_bones(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class FLAMECAP_OT_retarget_shapekeys(bpy.types.Operator):
-    """Solve the active mesh's own shape-key values for the FlameCap take (runs the FlameCap core)"""
+class FLAMECAP_OT_retarget_shapekeys(_CoreJob, bpy.types.Operator):
+    """Solve the active mesh's own shape-key values for the FlameCap take in the FlameCap core (progress in
+    the panel, Esc cancels; nothing is keyed unless the solve finishes)"""
 
     bl_idname = "flamecap.retarget_shapekeys"
     bl_label = "Retarget onto Shape Keys"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"REGISTER"}
+    what = "the retarget"
 
-    smooth: bpy.props.FloatProperty(name="Smoothness", default=0.05, min=0.0)
+    smooth: bpy.props.FloatProperty(name="Smoothness", default=0.05, min=0.0,
+                                    description="temporal term of the solve (per-channel smoothing: mapping table)")
 
-    def execute(self, context):
-        from . import runner
+    _tmp = None
+    _out = ""
+    _target = ""
+
+    def _argv(self, context):
         src = _source_rig(context)
         obj = context.active_object
-        tmp = None
         try:
             if src is None:
                 raise RetargetError("no FlameCap rig in the scene; import a result first")
             if obj is not None and (obj == src or obj == src.get("flamecap_mesh")):
                 raise RetargetError("the active object is the FlameCap head itself; select the character's mesh")
             mesh_arrays(obj)          # checks the target (mesh, shape keys) before anything runs
-            tmp = tempfile.mkdtemp(prefix="flamecap_rt_")
-            char = export_character(obj, os.path.join(tmp, "character.npz"))
-            from .prefs import user_dir
-            out = os.path.join(user_dir("retarget"), f"{re.sub(r'[^A-Za-z0-9_.-]', '_', obj.name)}.npz")
-            prefs = context.preferences.addons.get(__package__)
-            python = getattr(getattr(prefs, "preferences", None), "python_path", "") or runner.default_python()
-            argv = [python, "-m", "flamecap", "retarget", "shapekeys", src["flamecap_result"], "--target", char,
-                    "-o", out, "--smooth", str(self.smooth), "--progress", "jsonl"]
-            st = runner.run_blocking(argv)
-            if st.status != "done":
-                raise RetargetError(st.error or "the core failed")
-            contract.load_animation(out)          # validated before anything is keyed
-            obj[PROP_ANIM] = out
+            python = _core_python(context)
+            self._tmp = tempfile.mkdtemp(prefix="flamecap_rt_")
+            char = export_character(obj, os.path.join(self._tmp, "character.npz"))
+        except (RetargetError, contract.ContractError) as exc:
+            self._cleanup()
+            raise TrackInputError(" ".join(str(exc).split())) from None
+        from .prefs import user_dir
+        self._target = obj.name
+        self._out = os.path.join(user_dir("retarget"), f"{re.sub(r'[^A-Za-z0-9_.-]', '_', obj.name)}.npz")
+        return [python, "-m", "flamecap", "retarget", "shapekeys", src["flamecap_result"], "--target", char,
+                "-o", self._out, "--smooth", str(self.smooth), "--progress", "jsonl"]
+
+    def _cleanup(self):
+        if self._tmp is not None:
+            import shutil
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _finish(self, context) -> set:
+        try:
+            return super()._finish(context)
+        finally:
+            self._cleanup()
+
+    def _on_done(self, context, state):
+        obj = bpy.data.objects.get(self._target)
+        try:
+            if obj is None:
+                raise RetargetError(f"the character '{self._target}' was removed while the solve ran")
+            _arrays, meta = contract.load_animation(self._out)     # validated before anything is keyed
+            obj[PROP_ANIM] = self._out
+            sync_channels(obj, list(meta["names"]))
             n = rekey(obj)
         except (RetargetError, contract.ContractError) as exc:
             self.report({"ERROR"}, " ".join(str(exc).split()))
             return {"CANCELLED"}
-        finally:
-            if tmp is not None:
-                import shutil
-                shutil.rmtree(tmp, ignore_errors=True)
         self.report({"INFO"}, f"keyed {n} shape keys")
         return {"FINISHED"}
 
 
+def _core_python(context) -> str:
+    from . import runner
+    prefs = context.preferences.addons.get(__package__)
+    python = getattr(getattr(prefs, "preferences", None), "python_path", "") or runner.default_python()
+    if not python:
+        raise RetargetError("no core Python set: press Set Up Runtime in the FlameCap preferences")
+    return bpy.path.abspath(python)
+
+
+class FlameCapChannel(bpy.types.PropertyGroup):
+    """One row of a character's mapping table: a solved channel (the character's own key, or a FlameCap
+    channel) → the shape key it drives, with gain, offset, clamp and smoothing (saved with the object)."""
+
+    source: bpy.props.StringProperty(name="Channel", description="the solved channel")
+    target: bpy.props.StringProperty(name="Key", description="the shape key this channel drives")
+    enabled: bpy.props.BoolProperty(name="On", default=True)
+    gain: bpy.props.FloatProperty(name="Gain", default=contract.MAPPING_DEFAULT["gain"], soft_min=0.0, soft_max=3.0)
+    offset: bpy.props.FloatProperty(name="Offset", default=contract.MAPPING_DEFAULT["offset"], soft_min=-1.0,
+                                    soft_max=1.0)
+    lower: bpy.props.FloatProperty(name="Min", default=contract.MAPPING_DEFAULT["lower"])
+    upper: bpy.props.FloatProperty(name="Max", default=contract.MAPPING_DEFAULT["upper"])
+    smooth: bpy.props.FloatProperty(name="Smoothing", default=contract.MAPPING_DEFAULT["smooth"], min=0.0,
+                                    soft_max=3.0, description="zero-lag smoothing (0 = none, 1 = the default)")
+
+
+def sync_channels(obj, names: list[str]) -> None:
+    """One mapping row per solved channel: rows the artist already edited are kept, new channels get the
+    defaults (driving the key of their own name), rows of channels the solve no longer has are removed."""
+    rows = obj.flamecap_channels
+    for i in reversed(range(len(rows))):
+        if rows[i].source not in names:
+            rows.remove(i)
+    have = {r.source for r in rows}
+    for n in names:
+        if n not in have:
+            r = rows.add()
+            r.source, r.target = n, n
+
+
+def mapping_of(obj) -> dict:
+    """The object's mapping table as ``flamecap.contract.apply_mapping`` reads it."""
+    return {r.source: {"target": r.target or r.source, "enabled": r.enabled, "gain": r.gain, "offset": r.offset,
+                       "lower": r.lower, "upper": r.upper, "smooth": r.smooth} for r in obj.flamecap_channels}
+
+
 def rekey(obj) -> int:
     """Key ``obj``'s shape keys from its last solve's raw values (the animation file on the object) through
-    its mapping table (JSON on the object: source channel → target/gain/offset/lower/upper/smooth/enabled)
-    and neutral frame; no solve runs. Returns the number of keys written."""
-    import json
-    path = obj.get(PROP_ANIM)
+    its mapping table and neutral frame; no solve runs. Returns the number of keys written."""
+    path = obj.get(PROP_ANIM) if obj is not None else None
     if not path or not os.path.isfile(path):
-        raise RetargetError(f"'{obj.name}' has no solved take to re-key; run Retarget onto Shape Keys first")
+        raise RetargetError(f"'{getattr(obj, 'name', '')}' has no solved take to re-key; run Retarget onto Shape "
+                            f"Keys first")
     arrays, meta = contract.load_animation(path)
-    try:
-        mapping = json.loads(obj.get(PROP_MAPPING, "{}") or "{}")
-    except json.JSONDecodeError as exc:
-        raise RetargetError(f"'{obj.name}': the mapping table {PROP_MAPPING} is not valid JSON ({exc}); fix or "
-                            f"delete it") from None
     names = list(meta["names"])
+    sync_channels(obj, names)
     frames = arrays["frame_index"] + 1
     neutral = None
-    nf = obj.get(PROP_NEUTRAL)
-    if nf is not None and int(nf) >= 0:
-        hit = np.flatnonzero(frames == int(nf))
+    nf = obj.flamecap_neutral_frame
+    if nf >= 0:
+        hit = np.flatnonzero(frames == nf)
         if hit.size == 0:
-            raise RetargetError(f"neutral frame {int(nf)} is outside the take ({frames[0]}..{frames[-1]})")
+            raise RetargetError(f"neutral frame {nf} is outside the take ({frames[0]}..{frames[-1]}); pick a "
+                                f"frame of the take or clear it")
         neutral = arrays["raw"][hit[0]]
-    targets, values = contract.apply_mapping(names, arrays["raw"], mapping, float(meta["fps"]), neutral)
+    targets, values = contract.apply_mapping(names, arrays["raw"], mapping_of(obj), float(meta["fps"]), neutral)
     return apply_key_animation(obj, targets, values, frames)
 
 
@@ -426,6 +487,49 @@ class FLAMECAP_OT_rekey_shapekeys(bpy.types.Operator):
             return {"CANCELLED"}
         self.report({"INFO"}, f"keyed {n} shape keys")
         return {"FINISHED"}
+
+
+class FLAMECAP_OT_set_neutral_frame(bpy.types.Operator):
+    """Make the current frame the character's neutral (its solved values there key to the offsets), or clear
+    it, then re-key"""
+
+    bl_idname = "flamecap.set_neutral_frame"
+    bl_label = "Neutral from Current Frame"
+    bl_options = {"REGISTER", "UNDO"}
+
+    clear: bpy.props.BoolProperty(name="Clear", default=False, options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        obj = context.active_object
+        if obj is None or not obj.get(PROP_ANIM):
+            self.report({"ERROR"}, "select a character with a solved take (Retarget onto Shape Keys first)")
+            return {"CANCELLED"}
+        old = obj.flamecap_neutral_frame
+        obj.flamecap_neutral_frame = -1 if self.clear else context.scene.frame_current
+        try:
+            n = rekey(obj)
+        except (RetargetError, contract.ContractError) as exc:
+            obj.flamecap_neutral_frame = old
+            self.report({"ERROR"}, " ".join(str(exc).split()))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"keyed {n} shape keys")
+        return {"FINISHED"}
+
+
+class FLAMECAP_UL_channels(bpy.types.UIList):
+    """The mapping table: on, channel → key, gain, offset (the selected row shows clamp and smoothing)."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        row = layout.row(align=True)
+        row.prop(item, "enabled", text="")
+        row.label(text=item.source)
+        keys = data.data.shape_keys if data.type == "MESH" else None
+        if keys is not None:
+            row.prop_search(item, "target", keys, "key_blocks", text="")
+        else:
+            row.prop(item, "target", text="")
+        row.prop(item, "gain", text="")
+        row.prop(item, "offset", text="")
 
 
 def _flame_rigs(context) -> list:
@@ -494,8 +598,22 @@ class FLAMECAP_OT_import_live_link(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (FLAMECAP_OT_retarget_bones, FLAMECAP_OT_retarget_shapekeys, FLAMECAP_OT_rekey_shapekeys, FLAMECAP_OT_retarget_flame_head,
+classes = (FlameCapChannel, FLAMECAP_UL_channels, FLAMECAP_OT_retarget_bones, FLAMECAP_OT_retarget_shapekeys,
+           FLAMECAP_OT_rekey_shapekeys, FLAMECAP_OT_set_neutral_frame, FLAMECAP_OT_retarget_flame_head,
            FLAMECAP_OT_import_live_link)
+
+
+def register_extra():
+    bpy.types.Object.flamecap_channels = bpy.props.CollectionProperty(type=FlameCapChannel)
+    bpy.types.Object.flamecap_channel_index = bpy.props.IntProperty(default=0)
+    bpy.types.Object.flamecap_neutral_frame = bpy.props.IntProperty(
+        name="Neutral frame", default=-1, min=-1, description="frame whose solved values key to the offsets "
+        "(-1: none)")
+
+
+def unregister_extra():
+    for name in ("flamecap_channels", "flamecap_channel_index", "flamecap_neutral_frame"):
+        delattr(bpy.types.Object, name)
 
 
 def draw_panel(layout, context):
@@ -506,7 +624,26 @@ def draw_panel(layout, context):
     col.enabled = obj is not None
     col.operator(FLAMECAP_OT_retarget_shapekeys.bl_idname, icon="SHAPEKEY_DATA")
     if obj is not None and obj.get(PROP_ANIM):
-        col.operator(FLAMECAP_OT_rekey_shapekeys.bl_idname, icon="FILE_REFRESH")
+        draw_mapping(box, obj)
     col.operator(FLAMECAP_OT_retarget_bones.bl_idname, icon="ARMATURE_DATA")
     col.operator(FLAMECAP_OT_retarget_flame_head.bl_idname, icon="MESH_MONKEY")
     col.operator(FLAMECAP_OT_import_live_link.bl_idname, icon="IMPORT")
+
+
+def draw_mapping(layout, obj) -> None:
+    """The character's mapping table, the selected row's clamp and smoothing, the neutral frame, re-key."""
+    layout.label(text="Mapping (channel → key, gain, offset)")
+    layout.template_list("FLAMECAP_UL_channels", "", obj, "flamecap_channels", obj, "flamecap_channel_index", rows=6)
+    rows = obj.flamecap_channels
+    if 0 <= obj.flamecap_channel_index < len(rows):
+        r = rows[obj.flamecap_channel_index]
+        sub = layout.row(align=True)
+        sub.prop(r, "lower")
+        sub.prop(r, "upper")
+        sub.prop(r, "smooth")
+    row = layout.row(align=True)
+    nf = obj.flamecap_neutral_frame
+    row.operator(FLAMECAP_OT_set_neutral_frame.bl_idname, icon="KEYFRAME")
+    if nf >= 0:
+        row.operator(FLAMECAP_OT_set_neutral_frame.bl_idname, text=f"Clear ({nf})", icon="X").clear = True
+    layout.operator(FLAMECAP_OT_rekey_shapekeys.bl_idname, icon="FILE_REFRESH")

@@ -81,7 +81,7 @@ def test_addon_imports_and_registers_without_torch_cv2_mediapipe():
             importlib.import_module("blender_addon." + n)
         blender_addon.register()
         ops = [hasattr(bpy.types, "FLAMECAP_OT_" + o) for o in ("track_footage", "import_result")]
-        extra = [m.__name__ for m in blender_addon.optional_modules()]
+        extra = [m.__name__ for m in blender_addon.SECTIONS]
         blender_addon.unregister()
         contract = sys.modules["blender_addon._vendor.flamecap_contract"]
         print("OUT " + json.dumps({"modules": names, "ops": ops, "optional": extra,

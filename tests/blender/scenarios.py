@@ -322,6 +322,16 @@ class MockLayout:
         self.log.append(("operator", idname))
         return type("OperatorProperties", (), {})()
 
+    def prop_search(self, data, name, search_data, search_name, **k):
+        assert hasattr(data, name), f"{type(data).__name__} has no property {name!r}"
+        assert hasattr(search_data, search_name), f"{type(search_data).__name__} has no {search_name!r}"
+        self.log.append(("prop_search", name))
+
+    def template_list(self, list_type, list_id, data, name, active_data, active_name, **k):
+        assert hasattr(bpy.types, list_type), f"no UIList {list_type}"
+        assert hasattr(data, name) and hasattr(active_data, active_name), f"no list {name!r} / {active_name!r}"
+        self.log.append(("template_list", name))
+
     def label(self, text="", **k):
         self.log.append(("label", text))
 

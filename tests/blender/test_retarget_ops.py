@@ -64,6 +64,36 @@ def test_shapekey_retarget_operator_matches_core(tmp_path):
                      {"no_keys": "has no shape keys", "not_face": "does not look like a face",
                       "not_mesh": "pick the character's mesh", "flame_head": "FlameCap head itself"})
     assert not out["temp_left"]
+    # progress from the core while it ran (the runner the Track button uses), ending complete
+    stages = {st for st, _ in out["progress"] if st}
+    fractions = [f for _, f in out["progress"]]
+    assert {"calibrate", "solve"} <= stages and fractions[-1] == 1.0, out["progress"]
+    assert any(0.0 < f < 1.0 for f in fractions), out["progress"]
+    # mapping table: a row per channel, defaults drive the key of the same name; edits re-key without solving
+    assert out["rows"] == [[n, n, True, 1.0] for n in KEYS]
+    from flamecap.contract import apply_mapping
+    raw = np.array(out["raw"])
+    mapping = {"jawOpen": {"gain": 0.5}, "mouthSmileLeft": {"target": "cheekPuff"},
+               "browInnerUp": {"enabled": False}, "eyeBlinkLeft": {"upper": 0.3}, "mouthFunnel": {"smooth": 1.0}}
+    names, want = apply_mapping(KEYS, raw, mapping, out["fps"])
+    assert out["rekey_status"] == ["FINISHED"] and sorted(out["rekeyed"]) == sorted(names)
+    for k, n in enumerate(names):
+        np.testing.assert_allclose(out["rekeyed"][n], want[:, k], atol=1e-5, err_msg=n)
+    assert max(out["rekeyed"]["eyeBlinkLeft"]) <= 0.3 + 1e-6
+    # neutral frame 3: its solved values key to the offsets (0), the rest relative to it
+    _, want_n = apply_mapping(KEYS, raw, mapping, out["fps"], neutral=raw[2])
+    assert out["neutral_status"] == ["FINISHED"] and out["neutral_frame"] == 3
+    for k, n in enumerate(names):
+        np.testing.assert_allclose(out["neutral_keyed"][n], want_n[:, k], atol=1e-5, err_msg=n)
+    assert out["clear_status"] == ["FINISHED"] and out["neutral_cleared"] == -1
+    assert "outside the take" in out["neutral_outside"]["error"] and out["neutral_outside"]["unchanged"]
+    assert out["neutral_after_bad"] == -1
+    for drawn in (["template_list", "flamecap_channels"], ["prop_search", "target"],
+                  ["operator", "flamecap.set_neutral_frame"], ["operator", "flamecap.rekey_shapekeys"]):
+        assert drawn in out["panel"], (drawn, out["panel"])
+    # cancel mid-run: the core is stopped and the scene (keys, actions) is as it was
+    assert out["cancel_status"] == ["CANCELLED"] and out["cancel_scene_status"] == "cancelled"
+    assert out["cancel_unchanged"]
 
 
 def test_flame_head_copy_and_bones_onto_rigify(tmp_path):
@@ -201,7 +231,9 @@ def s_shapekeys(a: dict) -> dict:
     import glob
     import tempfile
     import trimesh
-    from blender_addon import retarget, scene
+    from blender_addon import operators, retarget, scene
+    from blender_addon._contract import contract
+    from scenarios import MockLayout
     scene.import_result(a["result"], scene.ImportOptions(camera=False, background=False))
     z = np.load(a["char"])
     names = a["names"]
@@ -234,13 +266,55 @@ def s_shapekeys(a: dict) -> dict:
     out["flame_head"] = _try(bpy.ops.flamecap.retarget_shapekeys)
     # the character
     _activate(char)
+    progress = []
+    set_status = operators._set_status
+
+    def record(settings, state):
+        progress.append([state.stage, round(state.fraction, 3)])
+        set_status(settings, state)
+    operators._set_status = record
     out["status"] = sorted(bpy.ops.flamecap.retarget_shapekeys(smooth=0.05))
+    operators._set_status = set_status
     frames = list(range(1, 11))
     vals, counts = _key_curves(char, names, frames)
     out["keyed_names"] = [n for n in names if n in vals]
     out["values"] = np.array([vals[n] for n in out["keyed_names"]]).T.tolist()
     out["frames"] = frames
     out["n_keys_per_fcurve"] = counts
+    out["progress"] = progress
+    # the mapping table: one row per solved channel; edits re-key without a solve
+    rows = char.flamecap_channels
+    out["rows"] = [[r.source, r.target, r.enabled, r.gain] for r in rows]
+    anim, meta = contract.load_animation(char[retarget.PROP_ANIM])
+    out["raw"], out["fps"] = anim["raw"].tolist(), float(meta["fps"])
+    rows[names.index("jawOpen")].gain = 0.5
+    rows[names.index("mouthSmileLeft")].target = "cheekPuff"     # two channels onto one key add up
+    rows[names.index("browInnerUp")].enabled = False
+    rows[names.index("eyeBlinkLeft")].upper = 0.3
+    rows[names.index("mouthFunnel")].smooth = 1.0
+    out["rekey_status"] = sorted(bpy.ops.flamecap.rekey_shapekeys())
+    vals, _ = _key_curves(char, names, frames)
+    out["rekeyed"] = {n: vals[n] for n in vals}
+    bpy.context.scene.frame_set(3)
+    out["neutral_status"] = sorted(bpy.ops.flamecap.set_neutral_frame())
+    vals, _ = _key_curves(char, names, frames)
+    out["neutral_keyed"] = {n: vals[n] for n in vals}
+    out["neutral_frame"] = char.flamecap_neutral_frame
+    out["clear_status"] = sorted(bpy.ops.flamecap.set_neutral_frame(clear=True))
+    out["neutral_cleared"] = char.flamecap_neutral_frame
+    bpy.context.scene.frame_set(999)
+    out["neutral_outside"] = _try(bpy.ops.flamecap.set_neutral_frame)
+    out["neutral_after_bad"] = char.flamecap_neutral_frame
+    log = []
+    retarget.draw_panel(MockLayout(log), bpy.context)
+    retarget.FLAMECAP_UL_channels.draw_item(None, bpy.context, MockLayout(log), char, rows[0], 0, char,
+                                            "flamecap_channel_index")
+    out["panel"] = [x for x in log if x[0] in ("operator", "template_list", "prop_search")]
+    # cancel: the core is stopped, nothing is keyed, the last solve stays
+    before = _state()
+    out["cancel_status"] = sorted(bpy.ops.flamecap.retarget_shapekeys(blocking=True, timeout=0.2))
+    out["cancel_scene_status"] = bpy.context.scene.flamecap.status
+    out["cancel_unchanged"] = _state() == before
     out["temp_left"] = len(glob.glob(os.path.join(tempfile.gettempdir(), "flamecap_rt_*"))) > n_tmp
     return out
 

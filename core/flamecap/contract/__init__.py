@@ -10,8 +10,8 @@ from .conventions import (
 from . import rotations
 from .arkit import ARKIT_NAMES, canonical_arkit_name, match_arkit_names
 from .character import (
-    ANIM_FORMAT, ANIM_VERSION, CHARACTER_FORMAT, CHARACTER_VERSION, apply_mapping, load_animation, load_character,
-    normalise_mapping, save_animation, save_character, validate_animation, validate_character,
+    ANIM_FORMAT, ANIM_VERSION, CHARACTER_FORMAT, CHARACTER_VERSION, MAPPING_DEFAULT, apply_mapping, load_animation,
+    load_character, normalise_mapping, save_animation, save_character, validate_animation, validate_character,
 )
 from .errors import ContractError, OutputPathError
 from .events import PROTOCOL_VERSION, JsonlEmitter, encode_event, iter_events, make_event, parse_event

@@ -160,8 +160,8 @@ def gather_observations(track: LandmarkTrack, frames: np.ndarray, cols: np.ndarr
     on a frame with a face."""
     sel = np.ix_(frames, cols)
     obs = np.asarray(track.points)[sel]
-    sig = np.asarray(track.sigma)[sel]
-    sig = np.where(np.isfinite(sig) & (sig > 0), sig, np.asarray(default_sigma, dtype=sig.dtype))
+    sig = np.asarray(track.sigma)[sel].astype(np.float32, copy=False)   # stored as float16 (TrackRows)
+    sig = np.where(np.isfinite(sig) & (sig > 0), sig, np.float32(default_sigma))
     mask = (np.asarray(track.visible, dtype=bool)[sel] & np.isfinite(obs).all(-1)
             & np.asarray(track.valid, dtype=bool)[frames][:, None])
     return obs, sig, mask

@@ -26,7 +26,8 @@ LANDMARKS_VERSION = 1
 class LandmarkTrack:
     """Per-frame 2D points of one face.
 
-    points (T, K, 2) float32 px; sigma (T, K) float32 px (> 0; NaN where unknown); valid (T,) bool (a face
+    points (T, K, 2) float32 px; sigma (T, K) float16 px (> 0; NaN where unknown; a weight, so three
+    significant digits are plenty and an hour of 478 points saves 86 MB); valid (T,) bool (a face
     was found; invalid rows hold NaN points); visible (T, K) bool (per point, e.g. self-occluded points
     are False); frame_index (T,) source frame numbers; time_s (T,); image_size (width, height); fps;
     scheme names the point set ("mediapipe478", "vertices", "custom"); meta is JSON-able provenance."""
@@ -51,7 +52,7 @@ class LandmarkTrack:
         return int(self.points.shape[1])
 
     def save(self, path: str | os.PathLike) -> Path:
-        arrays = {"points": self.points.astype(np.float32, copy=False), "sigma": self.sigma.astype(np.float32, copy=False),
+        arrays = {"points": self.points.astype(np.float32, copy=False), "sigma": self.sigma.astype(np.float16, copy=False),
                   "valid": self.valid.astype(bool, copy=False), "visible": self.visible.astype(bool, copy=False),
                   "frame_index": self.frame_index.astype(np.int64), "time_s": self.time_s.astype(np.float64),
                   "image_size": np.asarray(self.image_size, dtype=np.int64)}
@@ -112,7 +113,7 @@ class TrackRows:
     number of frames and grown by half when a clip runs longer, so a long clip is held once, never as a
     list of blocks plus their concatenation (twice the memory at the end of an hour of footage).
 
-    Fields, per frame: frame_index (int64), time_s (float64), points (K, 2) float32, sigma (K,) float32,
+    Fields, per frame: frame_index (int64), time_s (float64), points (K, 2) float32, sigma (K,) float16,
     valid (bool), visible (K,) bool."""
 
     FIELDS = ("frame_index", "time_s", "points", "sigma", "valid", "visible")
@@ -121,7 +122,7 @@ class TrackRows:
         self.n = 0
         cap = max(int(expected_frames or 0), 64)
         self._shapes = {"frame_index": ((), np.int64), "time_s": ((), np.float64),
-                        "points": ((n_points, 2), np.float32), "sigma": ((n_points,), np.float32),
+                        "points": ((n_points, 2), np.float32), "sigma": ((n_points,), np.float16),
                         "valid": ((), bool), "visible": ((n_points,), bool)}
         # np.empty: pages of an over-estimated capacity are never touched, so they cost no memory
         self._a = {k: np.empty((cap,) + sh, dt) for k, (sh, dt) in self._shapes.items()}
