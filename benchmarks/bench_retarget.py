@@ -14,6 +14,7 @@ frames with any eyeLook key > 0.9 while the source gaze is within ±20°.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=1000)
     ap.add_argument("--flame-ref", default=str(HERE.parents[1] / "shared" / "data" / "flame_reference"))
+    ap.add_argument("--bpy-python", default=sys.executable,
+                    help="a Python with bpy for the glTF character export (e.g. a tests/blender/run_versions.py venv)")
     args = ap.parse_args(argv)
     import characters
     from flamecap.flame.synthetic import flame_reference_head
@@ -142,8 +145,8 @@ def main(argv=None):
             print(f"skip: {characters.missing_reason(name)}")
             continue
         out = tmp / f"{name}.npz"
-        r = subprocess.run([sys.executable, str(HERE / "export_glb_character.py"), str(p), str(out), spec["mesh"]],
-                           capture_output=True, text=True)
+        r = subprocess.run([args.bpy_python, str(HERE / "export_glb_character.py"), str(p), str(out), spec["mesh"]],
+                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(HERE.parents[1] / "core")))
         if r.returncode != 0:
             print(f"skip {name}: export failed: {r.stderr.strip().splitlines()[-1:]}")
             continue

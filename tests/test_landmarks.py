@@ -206,7 +206,7 @@ def test_track_rows_grow_past_the_expected_length_and_keep_every_row():
     for a in range(0, 250, 32):
         m = min(32, 250 - a)
         b = (np.arange(a, a + m), np.arange(a, a + m) / 25.0, rng.normal(size=(m, 3, 2)).astype(np.float32),
-             rng.random((m, 3)).astype(np.float32), rng.random(m) > 0.3, rng.random((m, 3)) > 0.5)
+             rng.random((m, 3)).astype(np.float16), rng.random(m) > 0.3, rng.random((m, 3)) > 0.5)
         blocks.append(b)
         rows.append(*b)
     got = rows.arrays()
@@ -214,3 +214,4 @@ def test_track_rows_grow_past_the_expected_length_and_keep_every_row():
     for k, name in enumerate(TrackRows.FIELDS):
         np.testing.assert_array_equal(got[name], np.concatenate([b[k] for b in blocks]))
         assert got[name].dtype == rows.arrays()[name].dtype
+    assert got["sigma"].dtype == np.float16 and got["points"].dtype == np.float32   # σ is a weight: 3 digits
