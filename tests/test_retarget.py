@@ -16,7 +16,7 @@ from flamecap.retarget import (ARKIT_NAMES, ChannelMap, Correspondences, ShapeKe
 from flamecap.retarget.bones import BoneMap, axis_map_matrix, bone_rotations, matrices_to_quaternions
 from flamecap.retarget.deform import head_lbs
 from flamecap.retarget.io import load_animation, save_character
-from flamecap.retarget.registration import closest_points, umeyama
+from flamecap.retarget.registration import closest_points, robust_similarity, umeyama
 from flamecap.retarget.synthetic import make_arkit_character, make_result, tiny_head_model
 
 KEYS = ["eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "browInnerUp", "jawForward",
@@ -215,3 +215,20 @@ def test_cli_identity_and_shapekeys(model, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "not a FlameCap character file" in err[0]
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_robust_similarity_ignores_stylised_regions_and_still_rejects_a_non_face():
+    """A stylised face: most landmark pairs follow one similarity, a few (big anime eyes) are far off. The
+    robust fit recovers the similarity from the rest; shuffled pairs (not a face) stay far off."""
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(140, 3))
+    R = axis_angle_to_matrix(np.array([0.2, -0.4, 0.1]))
+    dst = 1.7 * src @ R.T + np.array([0.3, -1.0, 2.0]) + 0.01 * rng.normal(size=src.shape)
+    dst[:12] += rng.normal(size=(12, 3)) * 1.5                  # the stylised region
+    sim, keep = robust_similarity(src, dst)
+    assert abs(sim.scale - 1.7) < 0.01 and np.allclose(sim.R, R, atol=0.01)
+    assert keep[12:].all() and not keep[:12].all()
+    plain = umeyama(src, dst)
+    assert abs(plain.scale - 1.7) > abs(sim.scale - 1.7)
+    sh, _ = robust_similarity(src, dst[rng.permutation(len(dst))])
+    assert sh.scale < 0.5                                      # no similarity explains shuffled pairs

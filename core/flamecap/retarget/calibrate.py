@@ -31,7 +31,7 @@ from .shapekeys import Correspondences, Registration, ShapeKeyTarget, auto_corre
 log = logging.getLogger(__name__)
 
 CALIBRATION_FORMAT = "flamecap.retarget_calibration"
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2   # 2: robust landmark similarity
 # MediaPipe FaceMesh ids: inner lips (upper, lower); eyelids (upper, lower) of the subject's left / right eye
 MP_LIPS = (13, 14)
 MP_LIDS = {"left": (386, 374), "right": (159, 145)}

@@ -22,7 +22,7 @@ from ..contract.events import ProgressCallback
 from ..contract.result import TrackingResult
 from ..errors import InputError, NoFaceError
 from .arkit import ChannelMap, match_arkit_names
-from .registration import Similarity, closest_points, local_affines, nonrigid_icp, umeyama
+from .registration import Similarity, closest_points, local_affines, nonrigid_icp, robust_similarity
 from .solve import SolveConfig
 
 log = logging.getLogger(__name__)
@@ -151,11 +151,13 @@ def register_target(result: TrackingResult, target: ShapeKeyTarget, corresponden
     if len(c.flame_points) < 4:
         raise InputError(f"{len(c.flame_points)} correspondences; need at least 4 spread-out points "
                          f"(eye corners, nose tip, mouth corners, chin)")
-    sim = umeyama(c.flame_points, c.target_points, with_scale=True)
-    mapped = sim.apply(c.flame_points)
-    spread = np.sqrt(np.mean(np.sum((c.target_points - c.target_points.mean(0)) ** 2, 1)))
-    lres = float(np.sqrt(np.mean(np.sum((mapped - c.target_points) ** 2, 1))) / max(spread, 1e-20))
-    log.info("landmark similarity fit: scale %.4g, residual %.3f of landmark spread", sim.scale, lres)
+    sim, inl = robust_similarity(c.flame_points, c.target_points)
+    mapped = sim.apply(c.flame_points[inl])
+    tp = c.target_points[inl]
+    spread = np.sqrt(np.mean(np.sum((tp - tp.mean(0)) ** 2, 1)))
+    lres = float(np.sqrt(np.mean(np.sum((mapped - tp) ** 2, 1))) / max(spread, 1e-20))
+    log.info("landmark similarity fit: scale %.4g, residual %.3f of landmark spread (%d of %d pairs)", sim.scale,
+             lres, int(inl.sum()), len(inl))
     if lres > MAX_LANDMARK_RESIDUAL:
         raise NoFaceError(f"'{target.name}' does not look like a face: its landmarks match the FLAME face only "
                           f"to {100 * lres:.0f}% of their spread (limit {100 * MAX_LANDMARK_RESIDUAL:.0f}%); "
