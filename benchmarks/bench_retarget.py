@@ -55,6 +55,21 @@ def take(model, T: int, fps: float = 30.0, eyelids: bool = True):
     return make_result(model, np.random.default_rng(3).normal(size=model.n_shape) * 0.5, **kw), blink, np.degrees(np.abs(np.stack([yaw, pitch], 1)))
 
 
+# keys that open a character's mouth, in order of preference: only to find its lip vertices for the mouth
+# metric (some ARKit-named characters ship an empty jawOpen and open the mouth with a viseme)
+MOUTH_OPEN_KEYS = ("jawOpen", "viseme_aa", "Fcl_MTH_A", "mouthOpen")
+
+
+def mouth_open_key(target):
+    """The delta (N, 3) of the first key of MOUTH_OPEN_KEYS that moves the character, or None."""
+    for name in MOUTH_OPEN_KEYS:
+        if name in target.key_names:
+            d = target.key_deltas[target.key_names.index(name)]
+            if np.abs(d).max() > 0:
+                return d
+    return None
+
+
 def metrics(res, target, anim, cal, blink, gaze_deg):
     from flamecap.contract.arkit import match_arkit_names
     from flamecap.retarget.calibrate import face_size
@@ -65,8 +80,8 @@ def metrics(res, target, anim, cal, blink, gaze_deg):
     canon = match_arkit_names(anim.names)
     by = {c: k for k, (n) in enumerate(anim.names) for c in [canon.get(n)] if c}
     fp = flame_mouth_pair(res, feature_basis(res))
-    if "jawOpen" in by and min(fp) >= 0:
-        jaw_key = target.key_deltas[target.key_names.index(anim.names[by["jawOpen"]])]
+    jaw_key = mouth_open_key(target)
+    if jaw_key is not None and min(fp) >= 0:
         cp = character_mouth_pair(target, cal.registration, jaw_key)
         V = head_lbs(res)                                    # the source's full FLAME deformation
         S = face_size(res)

@@ -392,9 +392,8 @@ class FLAMECAP_OT_retarget_shapekeys(_CoreJob, bpy.types.Operator):
         try:
             if obj is None:
                 raise RetargetError(f"the character '{self._target}' was removed while the solve ran")
-            _arrays, meta = contract.load_animation(self._out)     # validated before anything is keyed
+            contract.load_animation(self._out)     # validated before anything is keyed
             obj[PROP_ANIM] = self._out
-            sync_channels(obj, list(meta["names"]))
             n = rekey(obj)
         except (RetargetError, contract.ContractError) as exc:
             self.report({"ERROR"}, " ".join(str(exc).split()))
