@@ -90,7 +90,7 @@ def test_blockwise_track_equals_whole_clip(monkeypatch, post_in_thread):
     tr = la.LiteRTAligner().track(iter(()), (360, 288), 25.0)
     sig, vis = ma.sigma_and_visibility(p3[face])
     assert np.array_equal(tr.valid, face) and np.array_equal(tr.frame_index, np.arange(T))
-    assert np.array_equal(tr.sigma[face], sig) and np.isnan(tr.sigma[~face]).all()
+    assert np.array_equal(tr.sigma[face], sig.astype(np.float16)) and np.isnan(tr.sigma[~face]).all()
     assert np.array_equal(tr.visible[face], vis) and not tr.visible[~face].any()
     assert np.array_equal(tr.points[face], p3[face, :, :2].astype(np.float32)) and np.isnan(tr.points[~face]).all()
 
