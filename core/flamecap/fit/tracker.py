@@ -520,8 +520,10 @@ def prepare(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelData
 
 def run_frames(st: FitState, L: Layout, x: torch.Tensor, w: torch.Tensor, kernel: str, iters: int,
                pr: Problem, frac: tuple[float, float] = (0.0, 0.0), stage: str = "") -> torch.Tensor:
-    """Independent per-frame LM over ``pr``'s frames in batches of BATCH_FRAMES (shape and focal fixed)."""
-    out = x.clone()
+    """Independent per-frame LM over ``pr``'s frames in batches of BATCH_FRAMES (shape and focal fixed).
+    Updates ``x`` (Tv, D) in place and returns it: batches are disjoint, and a second (Tv, D) copy is most
+    of the fitter's memory on an hour of footage."""
+    out = x
     n = x.shape[0]
     nb = max(1, math.ceil(n / BATCH_FRAMES))
     ft = st.focal.clone()
@@ -825,10 +827,11 @@ def _temporal_weights(cfg: FitConfig, fps: float) -> dict:
 def _temporal_pass(prob: Problem, lay: Layout, x: torch.Tensor, vidx: np.ndarray, shape, focal, wx, tw,
                    cfg: FitConfig, prog) -> torch.Tensor:
     """Windows of chunk_frames valid frames with chunk_overlap context each side; results kept from the
-    window centre. Triples count in the acceleration term only where source frames are consecutive."""
+    window centre. Triples count in the acceleration term only where source frames are consecutive.
+    Updates ``x`` in place (as :func:`run_frames`) and returns it."""
     Tv = x.shape[0]
     step = cfg.chunk_frames - 2 * cfg.chunk_overlap
-    out = x.clone()
+    out = x
     starts = list(range(0, Tv, step))
     for ci, a in enumerate(starts):
         b = min(a + step, Tv)
