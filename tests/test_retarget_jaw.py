@@ -72,3 +72,35 @@ def test_smoothing_is_relative_to_each_key():
     err = np.abs(sol.weights - w[:, None])
     assert err[:, 1].max() < 0.1
     assert abs(err[:, 0].max() - err[:, 1].max()) < 1e-6   # the same relative smoothing
+
+
+def test_eye_closure_from_lid_points_uses_the_lids_not_the_eyeballs(flame_reference_dir):
+    """Without eyelid shapes the closure comes from the source mesh's lid points; a lid landmark lies on the
+    eyeball's front (where a thin lid projects), and the eyeball right behind it never moves with an
+    expression: the closure must come from the nearest lid vertex."""
+    from flamecap.flame.face_regions import SEMANTIC_EXPRESSIONS
+    from flamecap.flame.synthetic import flame_reference_head
+    from flamecap.retarget.calibrate import MP_LIDS
+    from flamecap.retarget.drive import eye_closure
+    from flamecap.retarget.features import feature_basis, frame_features
+    model = flame_reference_head(flame_reference_dir, n_expr=12)
+    del model.arrays["eyelid_dirs"]
+    T = 6
+    expr = np.zeros((T, model.n_expr))
+    closing = np.array([0, 0, 1, 1.5, 1, 0], float)
+    expr[:, SEMANTIC_EXPRESSIONS.index("eye_blink_left")] = closing
+    expr[:, SEMANTIC_EXPRESSIONS.index("eye_blink_right")] = closing
+    res = make_result(model, expr=expr)
+    v0 = np.asarray(res["head_vertices"])
+    W = np.asarray(res["head_weights"])
+    lm = np.full((478, 3), np.nan)
+    for side, joint in (("left", 3), ("right", 4)):
+        ball = np.flatnonzero(W[:, joint] > 0.5)
+        front = v0[ball[np.argmax(v0[ball, 2])]]                 # the eyeball's front-most vertex
+        up, lo = MP_LIDS[side]
+        lm[up], lm[lo] = front + [0, 0.003, 0], front - [0, 0.003, 0]
+    out = eye_closure(res, feature_basis(res), frame_features(res), Correspondences(
+        flame_points=lm[[159, 145, 386, 374]], target_points=lm[[159, 145, 386, 374]], flame_landmarks=lm))
+    for side in ("left", "right"):
+        c = out[side]
+        assert c[0] < 0.05 and c[1] < 0.05 and min(c[2], c[3], c[4]) > 0.3, (side, c)

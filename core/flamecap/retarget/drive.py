@@ -21,7 +21,7 @@ import numpy as np
 
 from ..contract.arkit import match_arkit_names
 from ..contract.conventions import axis_angle_to_matrix
-from ..contract.result import TrackingResult
+from ..contract.result import JOINT_NAMES, TrackingResult
 from ..contract.rotations import fill_invalid, gaze_angles
 from .calibrate import MP_LIDS, face_size, mouth_pair, nearest_vertex
 from .features import has_eyelids
@@ -74,11 +74,14 @@ def eye_closure(result: TrackingResult, phi: np.ndarray, feats: np.ndarray, corr
     if lm is None:
         return {}
     v0 = np.asarray(result["head_vertices"], np.float64)
+    # the lids, not the eyeballs right behind them (which no expression moves)
+    W = np.asarray(result["head_weights"], np.float64)
+    skin = np.flatnonzero(W[:, [JOINT_NAMES.index("eye_l"), JOINT_NAMES.index("eye_r")]].max(1) <= 0.5)
     out = {}
     for side, (up, lo) in MP_LIDS.items():
         pts = lm[[up, lo]]
         if np.all(np.isfinite(pts)):
-            a, b = nearest_vertex(v0, pts)
+            a, b = skin[nearest_vertex(v0[skin], pts)]
             pa = v0[a] + np.einsum("cf,tf->tc", phi[a], feats)
             pb = v0[b] + np.einsum("cf,tf->tc", phi[b], feats)
             rest = max(np.linalg.norm(v0[a] - v0[b]), 1e-9)
