@@ -791,9 +791,13 @@ def outputs(st: FitState) -> FitOutput:
     err_v = st.prob.errors_px(lay, st.x, st.shape, st.focal).numpy()
     err = np.full(T, np.nan)
     err[st.vidx] = err_v
-    full = torch.zeros(T, lay.D, dtype=torch.float64)
-    full[torch.as_tensor(st.vidx)] = st.x.double()
-    rot15, tr, expr, lids = lay.unpack(torch.as_tensor(_interp_invalid(full.numpy(), st.valid)), E)
+    if st.Tv == T:          # every frame fitted: the parameters as they are (no second hour-long copy)
+        full = st.x.double().numpy()
+    else:
+        scattered = torch.zeros(T, lay.D, dtype=torch.float64)
+        scattered[torch.as_tensor(st.vidx)] = st.x.double()
+        full = _interp_invalid(scattered.numpy(), st.valid)
+    rot15, tr, expr, lids = lay.unpack(torch.as_tensor(full), E)
     params = {"global_rot": rot15[:, 0:3].numpy(), "neck_pose": rot15[:, 3:6].numpy(),
               "jaw_pose": rot15[:, 6:9].numpy(), "eye_pose": rot15[:, 9:15].numpy(),
               "transl": tr.numpy(), "expr": expr.numpy()}
