@@ -16,17 +16,16 @@ _registered: list = []
 
 
 def register():
-    extra = list(SECTIONS)
     classes = list(prefs.classes) + list(operators.classes)
-    for mod in extra:
-        classes += list(getattr(mod, "classes", ()))
-    classes += ui.panel_classes([m for m in extra if hasattr(m, "draw_panel")])
+    for mod in SECTIONS:
+        classes += list(mod.classes)
+    classes += ui.panel_classes(list(SECTIONS))
     for cls in classes:
         bpy.utils.register_class(cls)
         _registered.append(cls)
     prefs.register_props()
     bpy.types.TOPBAR_MT_file_import.append(operators.menu_import)
-    for mod in extra:
+    for mod in SECTIONS:
         if hasattr(mod, "register_extra"):
             mod.register_extra()
 
