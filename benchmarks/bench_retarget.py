@@ -82,7 +82,7 @@ def metrics(res, target, anim, cal, blink, gaze_deg):
     fp = flame_mouth_pair(res, feature_basis(res))
     jaw_key = mouth_open_key(target)
     if jaw_key is not None and min(fp) >= 0:
-        cp = character_mouth_pair(target, cal.registration, jaw_key)
+        cp = character_mouth_pair(target, cal.registration, jaw_key, res)
         V = head_lbs(res)                                    # the source's full FLAME deformation
         S = face_size(res)
         src = (np.linalg.norm(V[:, fp[0]] - V[:, fp[1]], axis=1) - np.linalg.norm(

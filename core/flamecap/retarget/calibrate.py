@@ -146,22 +146,48 @@ def face_size(result: TrackingResult) -> float:
     return float(np.linalg.norm(np.ptp(v[front], axis=0)))
 
 
-def mouth_pair(points: np.ndarray, jaw_delta: np.ndarray, lateral: np.ndarray, front: np.ndarray) -> tuple[int, int]:
-    """(upper, lower) lip vertex: among front vertices near the midline (``lateral`` (N,) signed distance
-    from it), the closest pair of one the jaw barely moves (< 15 % of its largest motion) and one it moves
-    (> 50 %) — the two lips where they meet. ``jaw_delta`` (N, 3) the jaw-opening deformation."""
-    mag = np.linalg.norm(jaw_delta, axis=1)
-    peak = float(mag[front].max()) if front.any() else 0.0
-    width = float(np.ptp(lateral[front])) if front.any() else 0.0
-    near = front & (np.abs(lateral) < 0.12 * width)
-    still = np.nonzero(near & (mag < 0.15 * peak))[0]
-    moving = np.nonzero(near & (mag > 0.5 * peak))[0]
-    if peak <= 0 or still.size == 0 or moving.size == 0:
-        return -1, -1
+def mouth_pair(points: np.ndarray, opening: np.ndarray, lateral: np.ndarray, front: np.ndarray,
+               max_rest: float, up: np.ndarray, near: np.ndarray | None = None) -> tuple[int, int]:
+    """(upper, lower) lip vertex: among front vertices on the midline (``lateral`` (N,) signed distance from
+    it, within 3 % of the face's width), the pairs closer than ``max_rest`` at rest that ``opening`` (N, 3), a
+    mouth-opening deformation, parts vertically (along ``up`` (3,)) nearly (80 %) as much as the most, and
+    of those the one nearest the midline (to 0.1 % of the width), then the closest at rest — the lips where
+    they meet in the middle of the mouth, whichever key opens them. Not simply the
+    nearest pair: on heads with teeth and a mouth cavity that is inside the mouth; off the midline the lips
+    part less; and a key that moves the teeth back "parts" a lip from a tooth, but not vertically.
+    ``near`` (N,) bool limits the search (to the mouth). (-1, -1) when nothing parts."""
     from scipy.spatial import cKDTree
-    dist, near_still = cKDTree(points[still]).query(points[moving])
-    j = int(np.argmin(dist))
-    return int(still[near_still[j]]), int(moving[j])
+    width = float(np.ptp(lateral[front])) if front.any() else 0.0
+    mid = np.flatnonzero(front & (np.abs(lateral) <= 0.03 * width) & (True if near is None else near))
+    pairs = cKDTree(points[mid]).query_pairs(max_rest, output_type="ndarray") if mid.size > 1 else np.zeros((0, 2), int)
+    if len(pairs) == 0:
+        return -1, -1
+    i, j = mid[pairs[:, 0]], mid[pairs[:, 1]]
+    higher = (points[i] - points[j]) @ up >= 0
+    i, j = np.where(higher, i, j), np.where(higher, j, i)                 # i above j
+    gain = (opening[i] - opening[j]) @ up
+    if gain.max() <= 0:
+        return -1, -1
+    ok = np.flatnonzero(gain >= 0.8 * gain.max())
+    off = np.abs(lateral[i[ok]]) + np.abs(lateral[j[ok]])
+    rest = np.linalg.norm(points[i[ok]] - points[j[ok]], axis=1)
+    best = ok[np.lexsort((rest, np.round(off / max(width, 1e-20), 3)))[0]]
+    return int(i[best]), int(j[best])
+
+
+def front_visible(points: np.ndarray, faces: np.ndarray, size: int = 256) -> np.ndarray:
+    """(N,) bool: the vertex is seen by a camera in front of the face (``points`` in the FLAME head frame,
+    +Y up, +Z front) — the outer surface, not the teeth, tongue or mouth cavity behind the lips."""
+    from ..render.raster import vertex_visibility
+    p = np.asarray(points, np.float64)
+    lo, hi = p.min(0), p.max(0)
+    extent = float(np.max(hi[:2] - lo[:2]))
+    dist = 10.0 * max(extent, 1e-9)
+    centre = 0.5 * (lo + hi)
+    cam = np.stack([p[:, 0] - centre[0], centre[1] - p[:, 1], hi[2] + dist - p[:, 2]], 1)
+    f = 0.9 * size * (dist / extent)
+    K = np.array([[f, 0.0, size / 2], [0.0, f, size / 2], [0.0, 0.0, 1.0]])
+    return vertex_visibility(cam, faces, K, (size, size), tol=3e-3 * extent)
 
 
 def nearest_vertex(vertices: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ The solve then fits the other keys to what is left of the deformation.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,21 +24,27 @@ from ..contract.arkit import match_arkit_names
 from ..contract.conventions import axis_angle_to_matrix
 from ..contract.result import JOINT_NAMES, TrackingResult
 from ..contract.rotations import fill_invalid, gaze_angles
-from .calibrate import MP_LIDS, face_size, mouth_pair, nearest_vertex
-from .features import has_eyelids
+from .calibrate import MP_LIDS, face_size, front_visible, mouth_pair, nearest_vertex
+from .features import feature_basis, has_eyelids
 
 log = logging.getLogger(__name__)
 
 EYE_LOOK_RANGE_DEG = 30.0
 _TEST_JAW_RAD = 0.2
+# the lips meet closer than this (fraction of the face size) at rest
+MOUTH_REST = 0.02
+# the character's lips are this close to where the registration put FLAME's (fraction of the face size)
+MOUTH_RADIUS = 0.1
+# a key that parts the lips by less than this (fraction of the face size) does not open the mouth
+MIN_PARTING = 0.01
 
 
 def flame_mouth_pair(result: TrackingResult, phi: np.ndarray) -> tuple[int, int]:
     """(upper, lower) lip vertex of the FLAME head (see :func:`.calibrate.mouth_pair`)."""
     v0 = np.asarray(result["head_vertices"], np.float64)
-    jaw = _jaw_delta(result, phi)
-    front = v0[:, 2] >= float(result["head_joints"][1][2])
-    return mouth_pair(v0, jaw, v0[:, 0] - float(np.median(v0[front, 0])), front)
+    front = (v0[:, 2] >= float(result["head_joints"][1][2])) & front_visible(v0, result["head_faces"])
+    return mouth_pair(v0, _jaw_delta(result, phi), v0[:, 0] - float(np.median(v0[front, 0])), front,
+                      MOUTH_REST * face_size(result), np.array([0.0, 1.0, 0.0]))
 
 
 def _jaw_delta(result: TrackingResult, phi: np.ndarray) -> np.ndarray:
@@ -46,13 +53,54 @@ def _jaw_delta(result: TrackingResult, phi: np.ndarray) -> np.ndarray:
     return phi[:, :, off:off + 9] @ f
 
 
-def character_mouth_pair(target, registration, jaw_key: np.ndarray) -> tuple[int, int]:
-    """(upper, lower) lip vertex of the character from its jawOpen key delta (N, 3)."""
+def _character_mouth_frame(target, registration, result: TrackingResult, flame_pair: tuple[int, int]):
+    """The arguments of :func:`.calibrate.mouth_pair` after the opening, for the character: lateral (N,),
+    front (N,), max_rest, up (3,) and near (N,): within MOUTH_RADIUS of where the registration put FLAME's
+    lips — a key that stretches the brows or the nose "parts" points there too."""
     sim = registration.similarity
     local = (target.vertices - sim.t) @ sim.R / sim.scale            # character points in the FLAME frame
-    front = registration.weight > 0.5
+    front = (registration.weight > 0.5) & front_visible(local, target.faces)
     mid = float(np.median(local[front, 0])) if front.any() else 0.0
-    return mouth_pair(target.vertices, jaw_key, local[:, 0] - mid, front)
+    face = sim.scale * face_size(result)
+    centre = registration.registered[list(flame_pair)].mean(0)
+    near = np.linalg.norm(target.vertices - centre, axis=1) <= MOUTH_RADIUS * face
+    return local[:, 0] - mid, front, MOUTH_REST * face, sim.R[:, 1], near
+
+
+def character_mouth_pair(target, registration, opening: np.ndarray, result: TrackingResult) -> tuple[int, int]:
+    """(upper, lower) lip vertex of the character from a mouth-opening key delta (N, 3)."""
+    fp = flame_mouth_pair(result, feature_basis(result))
+    if min(fp) < 0:
+        return -1, -1
+    return mouth_pair(target.vertices, opening, *_character_mouth_frame(target, registration, result, fp))
+
+
+def _parting(points: np.ndarray, delta: np.ndarray, pair: tuple[int, int]) -> float:
+    u, l = pair
+    return float(np.linalg.norm(points[u] + delta[u] - points[l] - delta[l]) - np.linalg.norm(points[u] - points[l]))
+
+
+def character_lips(result: TrackingResult, target, registration, names: list[str],
+                   flame_pair: tuple[int, int]) -> tuple[int, int, str] | None:
+    """(upper, lower, key): the character's lips and the key that opens them — its jawOpen when that parts
+    them, else the key among ``names`` that parts them most, vertically (characters that open the mouth with
+    visemes or their own mouth shapes and ship an empty jawOpen). None when no key parts them by
+    MIN_PARTING of the face size (a character that cannot open its mouth)."""
+    jaw = [n for n, c in match_arkit_names(names).items() if c == "jawOpen"]
+    frame = _character_mouth_frame(target, registration, result, flame_pair)
+    least = MIN_PARTING * registration.similarity.scale * face_size(result)
+    for keys in (jaw, names):
+        best = None
+        for name in keys:
+            delta = target.key_deltas[target.key_names.index(name)]
+            pair = mouth_pair(target.vertices, delta, *frame)
+            if min(pair) >= 0:
+                g = float((delta[pair[0]] - delta[pair[1]]) @ frame[3])
+                if g >= least and (best is None or g > best[0]):
+                    best = (g, pair, name)
+        if best is not None:
+            return (*best[1], best[2])
+    return None
 
 
 def source_opening(result: TrackingResult, phi: np.ndarray, feats: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
@@ -62,6 +110,30 @@ def source_opening(result: TrackingResult, phi: np.ndarray, feats: np.ndarray, p
     pu = v0[u] + np.einsum("cf,tf->tc", phi[u], feats)
     pl = v0[l] + np.einsum("cf,tf->tc", phi[l], feats)
     return (np.linalg.norm(pu - pl, axis=1) - np.linalg.norm(v0[u] - v0[l])) / face_size(result)
+
+
+@dataclass
+class Mouth:
+    """The take's mouth opening and where the character's lips are: ``opening`` (T,) the source's lip gap
+    change over its face size; the character's ``lips`` (upper, lower) vertex, the ``key`` that opens them,
+    ``face`` its face size (the source's, scaled by the registration) and its ``up`` direction (3,)."""
+
+    opening: np.ndarray
+    lips: tuple[int, int]
+    key: str
+    face: float
+    up: np.ndarray
+
+
+def mouth(result: TrackingResult, target, registration, names: list[str], phi: np.ndarray,
+          feats: np.ndarray) -> Mouth | None:
+    """:class:`Mouth` for this take and character; None when either head's lips cannot be found."""
+    fp = flame_mouth_pair(result, phi)
+    lips = character_lips(result, target, registration, names, fp) if min(fp) >= 0 else None
+    if lips is None:
+        return None
+    return Mouth(opening=source_opening(result, phi, feats, fp), lips=lips[:2], key=lips[2],
+                 face=registration.similarity.scale * face_size(result), up=registration.similarity.R[:, 1])
 
 
 def eye_closure(result: TrackingResult, phi: np.ndarray, feats: np.ndarray, correspondences) -> dict[str, np.ndarray]:
@@ -106,26 +178,17 @@ def gaze_keys(result: TrackingResult) -> dict[str, np.ndarray]:
     return out
 
 
-def driven_values(result: TrackingResult, target, registration, names: list[str], phi: np.ndarray,
-                  feats: np.ndarray, correspondences=None) -> dict[str, np.ndarray]:
+def driven_values(result: TrackingResult, target, names: list[str], phi: np.ndarray, feats: np.ndarray,
+                  mouth: Mouth | None = None, correspondences=None) -> dict[str, np.ndarray]:
     """Key name (the character's spelling) → (T,) value for the keys driven from pose features."""
     arkit = match_arkit_names(names)
     by_canon = {c: n for n, c in arkit.items()}
     out: dict[str, np.ndarray] = {}
-    if "jawOpen" in by_canon:
-        name = by_canon["jawOpen"]
-        key = target.key_deltas[target.key_names.index(name)]
-        fp = flame_mouth_pair(result, phi)
-        cp = character_mouth_pair(target, registration, key)
-        if min(fp + cp) >= 0:
-            p = target.vertices
-            gap0 = np.linalg.norm(p[cp[0]] - p[cp[1]])
-            gap1 = np.linalg.norm(p[cp[0]] + key[cp[0]] - p[cp[1]] - key[cp[1]])
-            char_face = registration.similarity.scale * face_size(result)
-            gain = (gap1 - gap0) / char_face
-            if gain > 1e-4:
-                out[name] = np.clip(source_opening(result, phi, feats, fp) / gain, 0.0, 1.0)
-            log.info("jawOpen: opening per unit key %.4f of the face size", gain)
+    if mouth is not None and by_canon.get("jawOpen") == mouth.key:
+        gain = _parting(target.vertices, target.key_deltas[target.key_names.index(mouth.key)], mouth.lips) / mouth.face
+        if gain > 1e-4:
+            out[mouth.key] = np.clip(mouth.opening / gain, 0.0, 1.0)
+        log.info("jawOpen: opening per unit key %.4f of the face size", gain)
     for side, vals in eye_closure(result, phi, feats, correspondences).items():
         canon = f"eyeBlink{side.capitalize()}"
         if canon in by_canon:
@@ -134,3 +197,14 @@ def driven_values(result: TrackingResult, target, registration, names: list[str]
         if canon in by_canon:
             out[by_canon[canon]] = vals
     return out
+
+
+def mouth_gap_row(mouth: Mouth, target, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The lip gap as one linear equation of the keys: (a (K,), b (T,)) with a·wₜ ≈ bₜ — the parting of the
+    character's lips (vertically, as they are found) per unit of each key of ``names``, and the source's lip
+    opening scaled to the character. The deformation carried through the binding does not open a mouth
+    whose lips sit away from FLAME's (stylised faces: the lips of both bind to one FLAME point), so the
+    solve would close it with other keys; this row holds the gap."""
+    u, l = mouth.lips
+    D = target.key_deltas[[target.key_names.index(n) for n in names]][:, [u, l]]    # (K, 2, 3)
+    return (D[:, 0] - D[:, 1]) @ mouth.up, mouth.opening * mouth.face

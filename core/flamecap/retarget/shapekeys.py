@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 MAX_LANDMARK_RESIDUAL = 0.2
 # After non-rigid registration: RMS distance of the FLAME face to the target surface / head size.
 MAX_SURFACE_RESIDUAL = 0.05
+# Weight of the lip-gap equation (:func:`.drive.mouth_gap_row`) as a share of the vertex rows: the gap is
+# what an audience reads of a talking mouth, so it must win over the carried deformation near the lips.
+MOUTH_GAP_WEIGHT = 0.2
 
 
 @dataclass
@@ -268,11 +271,12 @@ def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
     deformation separately, as a linear shape-key rig composes them, through the linear feature basis
     (:mod:`.features`; no per-frame vertex work); False transfers FLAME's full posed deformation frame by
     frame (slow; for comparison). ``drive`` (default) sets ARKit jawOpen, eyeBlink* and eyeLook* from the
-    take's mouth opening, eye closure and gaze (:mod:`.drive`) and solves the other keys around them."""
+    take's mouth opening, eye closure and gaze (:mod:`.drive`), holds the character's lip gap to the source's
+    (:func:`.drive.mouth_gap_row`) and solves the other keys around them."""
     import time
-    from .drive import driven_values
+    from .drive import driven_values, mouth, mouth_gap_row
     from .features import frame_features
-    from .solve import NormalEquations, normal_equations, solve_normal
+    from .solve import NormalEquations, normal_equations, solve_normal, with_row
 
     channels = channels or ChannelMap()
     t0 = time.perf_counter()
@@ -302,8 +306,12 @@ def retarget_shape_keys(result: TrackingResult, target: ShapeKeyTarget,
         for s in range(0, T, 128):
             targets[s:s + 128] = registration.transfer(face_displacements(result, np.arange(s, min(s + 128, T))))
         ne = normal_equations(kb, targets)
-    pinned = driven_values(result, target, registration, names, cb.phi_flame, feats,
-                           correspondences) if drive else {}
+    pinned = {}
+    if drive:
+        lips = mouth(result, target, registration, names, cb.phi_flame, feats)
+        pinned = driven_values(result, target, names, cb.phi_flame, feats, lips, correspondences)
+        if lips is not None:
+            ne = with_row(ne, *mouth_gap_row(lips, target, names), MOUTH_GAP_WEIGHT * ne.M)
     lo, hi = channels.bounds(names)
     t_drive = time.perf_counter()
     if progress:

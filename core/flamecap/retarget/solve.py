@@ -62,6 +62,14 @@ class NormalEquations:
     M: int
 
 
+def with_row(ne: NormalEquations, a: np.ndarray, b: np.ndarray, weight: float) -> NormalEquations:
+    """``ne`` plus one more equation a·wₜ ≈ bₜ (a (K,), b (T,)) counted ``weight`` times."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return NormalEquations(G=ne.G + weight * np.outer(a, a), B=ne.B + weight * b[:, None] * a[None, :],
+                           dd=ne.dd + weight * b ** 2, M=ne.M)
+
+
 def normal_equations(basis: np.ndarray, targets: np.ndarray) -> NormalEquations:
     """From basis (K, N, 3) key deltas and targets (T, N, 3) displacements."""
     basis = np.asarray(basis, dtype=np.float64)
@@ -123,34 +131,51 @@ def _admm(G: np.ndarray, B: np.ndarray, lo: np.ndarray, hi: np.ndarray, gk: np.n
     xlo, xhi = lo / s, hi / s
     mu = 4.0 * np.sin(np.pi * np.arange(T) / (2.0 * T)) ** 2   # path-Laplacian eigenvalues (DCT-II order)
     base = gam[None, :] + config.smooth * mu[:, None]          # (T, K) in the (DCT, eigen) basis
-    Bhat = dct(Bs @ Q, type=2, norm="ortho", axis=0)
+    # the iterations run in float32: the stopping tolerance (1e-4 of a key) is far above its precision, and
+    # the (T, K) passes are bound by memory traffic, which float32 halves
+    f32 = np.float32
+    Bhat = dct(Bs @ Q, type=2, norm="ortho", axis=0).astype(f32)
+    Qf, Qt = Q.astype(f32), np.ascontiguousarray(Q.T, dtype=f32)
+    xlo, xhi = xlo.astype(f32), xhi.astype(f32)
 
-    def x_step(v_hat, rho):
-        return idct((Bhat + rho * v_hat) / (base + rho), type=2, norm="ortho", axis=0) @ Q.T
+    def x_step(v_hat, rho, inv):
+        v_hat *= rho
+        v_hat += Bhat
+        v_hat *= inv
+        return idct(v_hat, type=2, norm="ortho", axis=0) @ Qt
 
+    def inverse(rho):
+        return (1.0 / (base + rho)).astype(f32)
+
+    x = np.zeros((T, K), f32)
+    if config.smooth > 0 or gam.min() > 1e-9:
+        x = x_step(x, 0.0, inverse(0.0))
     rho = float(np.sqrt(gam.min() * gam.max()))
-    x = x_step(np.zeros((T, K)), 0.0) if config.smooth > 0 or gam.min() > 1e-9 else np.zeros((T, K))
+    inv = inverse(rho)
     z = np.clip(x, xlo, xhi)
-    u = np.zeros((T, K))
+    u = np.zeros((T, K), f32)
     tol = config.tol
+    sf = s.astype(f32)
     it = 0
     for it in range(1, config.max_iter + 1):
-        v = z - u
-        x = x_step(dct(v @ Q, type=2, norm="ortho", axis=0), rho)
-        xr = 1.6 * x + (1 - 1.6) * z                           # over-relaxation
+        x = x_step(dct((z - u) @ Qf, type=2, norm="ortho", axis=0), rho, inv)
+        xr = 1.6 * x - 0.6 * z                                 # over-relaxation
         z_old = z
         z = np.clip(xr + u, xlo, xhi)
-        u = u + xr - z
+        u += xr
+        u -= z
         if it % 10 == 0 or it == config.max_iter:
-            r = np.max(np.abs((x - z) * s))
-            d = rho * np.max(np.abs((z - z_old) * s))
+            r = float(np.max(np.abs((x - z) * sf)))
+            d = rho * float(np.max(np.abs((z - z_old) * sf)))
             if r < tol and d < tol:
                 break
             if r > 10 * d:                                      # residual balancing: ρ is free to change
                 rho *= 2.0
                 u /= 2.0
+                inv = inverse(rho)
             elif d > 10 * r:
                 rho /= 2.0
                 u *= 2.0
+                inv = inverse(rho)
     log.debug("ADMM: %d iterations, rho %.3g", it, rho)
-    return z * s, it
+    return z.astype(np.float64) * s, it
