@@ -2,6 +2,9 @@
 only compared with, in test_litert_frontend.py), no-face footage, several faces, file backend, registry and the
 CLI."""
 import logging
+import os
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -215,3 +218,54 @@ def test_track_rows_grow_past_the_expected_length_and_keep_every_row():
         np.testing.assert_array_equal(got[name], np.concatenate([b[k] for b in blocks]))
         assert got[name].dtype == rows.arrays()[name].dtype
     assert got["sigma"].dtype == np.float16 and got["points"].dtype == np.float32   # σ is a weight: 3 digits
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the resident set from /proc")
+def test_track_rows_live_on_disk_not_in_the_resident_set(tmp_path):
+    """An hour of landmarks is ~480 MB: the rows are spilled to an unlinked scratch file and dropped from
+    the resident set once written, and again after the fitter or a save reads them."""
+    from flamecap.contract.npzio import mapping_of
+    from flamecap.fit.tracker import gather_observations
+    from flamecap.landmarks.base import LandmarkTrack, TrackRows
+    T, K = 6000, 478                                   # 6000 x 5.3 KB = 32 MB of rows
+    rows = TrackRows(K, expected_frames=T)
+    before = _resident_mib()
+    pts = np.random.default_rng(1).normal(size=(100, K, 2)).astype(np.float32)
+    for a in range(0, T, 100):
+        rows.append(np.arange(a, a + 100), np.arange(a, a + 100) / 25.0, pts + a, np.ones((100, K), np.float16),
+                    np.ones(100, bool), np.ones((100, K), bool))
+    assert _resident_mib() - before < 8
+    a = rows.arrays()
+    assert mapping_of(a["points"]) is not None
+    assert not any(Path(os.environ["FLAMECAP_HOME"]).glob("**/flamecap-rows-*"))   # unlinked: nothing left
+    track = LandmarkTrack(points=a["points"], sigma=a["sigma"], valid=a["valid"], visible=a["visible"],
+                          frame_index=a["frame_index"], time_s=a["time_s"], image_size=(64, 64), fps=25.0,
+                          scheme="mediapipe478")
+    for f0 in range(0, T, 1000):
+        fr = np.arange(f0, f0 + 1000)
+        obs = gather_observations(track, fr, np.arange(0, K, 7), 1.0)[0]
+        np.testing.assert_array_equal(obs, (pts[fr % 100] + (fr // 100 * 100)[:, None, None].astype(np.float32))[:, ::7])
+    assert _resident_mib() - before < 8
+    path = track.save(tmp_path / "lm.npz")
+    assert _resident_mib() - before < 24                # written in 16 MB blocks, each dropped after
+    back = LandmarkTrack.load(path)
+    np.testing.assert_array_equal(back.points, track.points)
+    np.testing.assert_array_equal(back.frame_index, np.arange(T))
+
+
+def test_track_rows_on_a_full_disk_fail_in_one_line(monkeypatch):
+    import errno
+    from flamecap.errors import FlameCapError
+    from flamecap.landmarks import base
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(base.os, "posix_fallocate", full, raising=False)
+    with pytest.raises(FlameCapError, match="cannot reserve .* MB for the landmark track .*No space left.*"
+                                            "FLAMECAP_HOME"):
+        base.TrackRows(478, expected_frames=90000)

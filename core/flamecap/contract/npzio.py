@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 from glob import escape as glob_escape
+import mmap
 import os
 import re
 import stat
@@ -181,10 +182,45 @@ def write_npz_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], 
             with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=3) as zf:
                 for key, arr in payload.items():
                     with zf.open(key + ".npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, arr, allow_pickle=False)
+                        _write_array(member, arr)
             fh.flush()
             os.fsync(fh.fileno())
     return Path(path)
+
+
+def mapping_of(arr: np.ndarray) -> mmap.mmap | None:
+    """The shared file mapping ``arr`` is a view of (``np.frombuffer`` over an ``mmap``), else None."""
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return base if isinstance(base, mmap.mmap) else None
+
+
+def release_pages(*arrays: np.ndarray) -> None:
+    """Drop the pages of file-mapped arrays from this process's resident set. Their data stay in the file
+    (a shared mapping; the kernel writes dirty pages back) and come back on the next read, so an hour of
+    spilled landmarks (:class:`flamecap.landmarks.base.TrackRows`) is resident only while it is read."""
+    if not hasattr(mmap, "MADV_DONTNEED"):    # Windows: the working set is trimmed by the system instead
+        return
+    for arr in arrays:
+        mm = mapping_of(arr)
+        if mm is not None and not mm.closed:
+            mm.madvise(mmap.MADV_DONTNEED)
+
+
+def _write_array(fp, arr: np.ndarray, block_bytes: int = 16 << 20) -> None:
+    """``np.lib.format.write_array`` (no pickles); a file-mapped array is written in row blocks with its
+    pages dropped after each, so saving a spilled track does not make it resident whole."""
+    if mapping_of(arr) is None or arr.ndim == 0 or not arr.flags.c_contiguous:
+        np.lib.format.write_array(fp, arr, allow_pickle=False)
+        return
+    np.lib.format.write_array_header_1_0(fp, np.lib.format.header_data_from_array_1_0(arr))
+    step = max(1, block_bytes // max(1, arr[:1].nbytes))
+    for a in range(0, len(arr), step):
+        fp.write(arr[a:a + step].tobytes())
+        release_pages(arr)
 
 
 def read_npz(path: str | os.PathLike, what: str = "file") -> tuple[dict[str, np.ndarray], dict[str, Any]]:

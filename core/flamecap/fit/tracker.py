@@ -26,6 +26,7 @@ import torch
 
 from ..contract.events import ProgressCallback
 from ..contract.model_format import FlameModelData
+from ..contract.npzio import release_pages
 from ..errors import FitError, InputError
 from ..binding.base import SurfaceBinding
 from ..landmarks.base import LandmarkTrack
@@ -164,6 +165,7 @@ def gather_observations(track: LandmarkTrack, frames: np.ndarray, cols: np.ndarr
     sig = np.where(np.isfinite(sig) & (sig > 0), sig, np.float32(default_sigma))
     mask = (np.asarray(track.visible, dtype=bool)[sel] & np.isfinite(obs).all(-1)
             & np.asarray(track.valid, dtype=bool)[frames][:, None])
+    release_pages(track.points, track.sigma, track.visible)   # a spilled track stays on disk between reads
     return obs, sig, mask
 
 

@@ -7,7 +7,9 @@ coordinates follow :mod:`flamecap.contract.conventions`.
 from __future__ import annotations
 
 import abc
+import mmap
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,7 +18,8 @@ import numpy as np
 
 from ..contract.events import ProgressCallback
 from ..contract.npzio import read_npz, write_npz_atomic
-from ..errors import InputError
+from ..errors import FlameCapError, InputError
+from ..paths import cache_dir
 
 LANDMARKS_FORMAT = "flamecap.landmarks"
 LANDMARKS_VERSION = 1
@@ -108,10 +111,57 @@ class LandmarkTrack:
                                                      if k not in ("format", "version", "fps", "scheme")})
 
 
+class _SpillRows:
+    """One field's rows in an unlinked scratch file, mapped shared. Rows are written in place and their
+    pages dropped from the resident set once written (MADV_DONTNEED; readers drop them again with
+    :func:`flamecap.contract.npzio.release_pages`): the kernel keeps them in the page cache or writes them
+    back, so an hour of landmarks is disk, not process memory. The file lives
+    under FlameCap's cache (a disk, where /tmp may be RAM) and is unlinked from the start, so nothing is
+    left behind by a killed run."""
+
+    def __init__(self, row: tuple[int, ...], dtype, cap: int):
+        self.row, self.dtype = row, np.dtype(dtype)
+        self.row_bytes = int(np.prod(row, dtype=np.int64)) * self.dtype.itemsize
+        try:
+            self.folder = str(cache_dir("scratch"))
+        except OSError:           # no writable FlameCap home: the system's temporary folder
+            self.folder = tempfile.gettempdir()
+        self.fh = tempfile.TemporaryFile(prefix="flamecap-rows-", dir=self.folder)
+        self.cap, self.released = 0, 0
+        self.grow(cap)
+
+    def grow(self, cap: int) -> None:
+        """Extend the file to ``cap`` rows, space reserved now so a full disk is an error here, not a
+        SIGBUS when a row is written; the rows so far stay in the file (no copy)."""
+        old, new = self.cap * self.row_bytes, cap * self.row_bytes
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(self.fh.fileno(), old, new - old)
+            else:
+                self.fh.seek(old)
+                for a in range(old, new, 1 << 20):
+                    self.fh.write(bytes(min(1 << 20, new - a)))
+                self.fh.flush()
+        except OSError as exc:
+            raise FlameCapError(f"cannot reserve {(new - old) / 1e6:.0f} MB for the landmark track in "
+                                f"{self.folder} ({exc.strerror or exc}); free disk space there or set "
+                                f"FLAMECAP_HOME to a folder on a larger disk") from None
+        self.mm = mmap.mmap(self.fh.fileno(), new)
+        self.arr = np.frombuffer(self.mm, self.dtype).reshape((cap,) + self.row)
+        self.cap, self.released = cap, 0
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        self.arr[start:start + len(values)] = values
+        done = (start + len(values)) * self.row_bytes // mmap.PAGESIZE * mmap.PAGESIZE
+        if done > self.released and hasattr(mmap, "MADV_DONTNEED"):
+            self.mm.madvise(mmap.MADV_DONTNEED, self.released, done - self.released)
+            self.released = done
+
+
 class TrackRows:
-    """A track's per-frame arrays filled block by block as an aligner goes: allocated once for the expected
-    number of frames and grown by half when a clip runs longer, so a long clip is held once, never as a
-    list of blocks plus their concatenation (twice the memory at the end of an hour of footage).
+    """A track's per-frame arrays filled block by block as an aligner goes, spilled to a scratch file
+    (:class:`_SpillRows`) so memory stays flat in clip length; sized for the expected number of frames and
+    grown by half in place when a clip runs longer.
 
     Fields, per frame: frame_index (int64), time_s (float64), points (K, 2) float32, sigma (K,) float16,
     valid (bool), visible (K,) bool."""
@@ -121,30 +171,26 @@ class TrackRows:
     def __init__(self, n_points: int, expected_frames: int | None = None):
         self.n = 0
         cap = max(int(expected_frames or 0), 64)
-        self._shapes = {"frame_index": ((), np.int64), "time_s": ((), np.float64),
-                        "points": ((n_points, 2), np.float32), "sigma": ((n_points,), np.float16),
-                        "valid": ((), bool), "visible": ((n_points,), bool)}
-        # np.empty: pages of an over-estimated capacity are never touched, so they cost no memory
-        self._a = {k: np.empty((cap,) + sh, dt) for k, (sh, dt) in self._shapes.items()}
+        shapes = {"frame_index": ((), np.int64), "time_s": ((), np.float64),
+                  "points": ((n_points, 2), np.float32), "sigma": ((n_points,), np.float16),
+                  "valid": ((), bool), "visible": ((n_points,), bool)}
+        self._rows = {k: _SpillRows(sh, dt, cap) for k, (sh, dt) in shapes.items()}
 
     def append(self, frame_index, time_s, points, sigma, valid, visible) -> None:
         """Add a block of m frames (arrays with a leading m axis)."""
         block = dict(zip(self.FIELDS, (frame_index, time_s, points, sigma, valid, visible)))
         m = len(block["valid"])
-        cap = len(self._a["valid"])
+        cap = self._rows["valid"].cap
         if self.n + m > cap:
-            grown = max(self.n + m, cap + cap // 2)
-            for k, arr in self._a.items():
-                new = np.empty((grown,) + arr.shape[1:], arr.dtype)
-                new[:self.n] = arr[:self.n]
-                self._a[k] = new
+            for rows in self._rows.values():
+                rows.grow(max(self.n + m, cap + cap // 2))
         for k, v in block.items():
-            self._a[k][self.n:self.n + m] = v
+            self._rows[k].write(self.n, np.asarray(v))
         self.n += m
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The filled rows of each field (views, no copy)."""
-        return {k: v[:self.n] for k, v in self._a.items()}
+        """The filled rows of each field (views of the mapped files, no copy)."""
+        return {k: r.arr[:self.n] for k, r in self._rows.items()}
 
 
 class Aligner(abc.ABC):
