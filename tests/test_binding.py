@@ -221,3 +221,23 @@ def test_combined_binding_keeps_official_points_and_moves_the_rest(template_mode
     rest = [k for k in cal if k not in set(off.point_index.tolist())]
     shift = np.array([np.linalg.norm(moved[k] - cal[k]) for k in rest]) * 1000
     assert before > 0.5 and np.median(shift) > 0.2 and shift.max() < 15.0
+
+
+def test_inner_lips_slide_on_their_own_part_only(rigged_report):
+    """Only the inner-lip rows get sliding candidates, each within the radius of where it is bound and on
+    its own part: a lower inner lip never slides onto the upper lip (the mouth could no longer open)."""
+    from flamecap.binding.mediapipe import (INNER_LIPS, LOWER_INNER_LIP, SLIDE_RADIUS_M, UPPER_INNER_LIP,
+                                            face_parts, with_sliding_lips)
+    m, rep = rigged_report
+    b = with_sliding_lips(m, rep.binding)
+    rows = np.unique(b.slide_row)
+    assert set(b.point_index[rows].tolist()) == set(INNER_LIPS) & set(b.point_index.tolist())
+    v, f = np.asarray(m["v_template"]), m.faces
+    here = surface_points(v, f, b.face_idx[b.slide_row], b.bary[b.slide_row])
+    there = surface_points(v, f, b.slide_face_idx, b.slide_bary)
+    assert np.linalg.norm(there - here, axis=1).max() <= SLIDE_RADIUS_M + 1e-9
+    part = face_parts(f, m["weights"])[b.slide_face_idx]
+    pts = b.point_index[b.slide_row]
+    assert set(part[np.isin(pts, LOWER_INNER_LIP)].tolist()) == {1}
+    assert set(part[np.isin(pts, UPPER_INNER_LIP)].tolist()) == {0}
+    assert np.bincount(b.slide_row)[rows].min() >= 5           # somewhere to go for every row

@@ -265,3 +265,59 @@ def test_problem_gathers_observations_from_the_track_without_copies(small_model)
     want[1, 1] = want[2, 2] = False
     want[3] = False
     np.testing.assert_array_equal(mask, want)
+
+
+def _moved_rows(model, binding, rows, dist_m):
+    """``binding`` with ``rows`` moved to the vertex nearest ``dist_m`` away from where they are bound."""
+    from flamecap.binding.base import with_sliding
+    v, f = np.asarray(model["v_template"]), np.asarray(model["faces"])
+    probe = with_sliding(binding, rows, v, f, 2 * dist_m)
+    here = _rest(model, binding, rows)
+    fi, bary = [], []
+    for i, r in enumerate(rows):
+        cand = np.flatnonzero(probe.slide_row == r)
+        pos = np.einsum("nkc,nk->nc", v[f[probe.slide_face_idx[cand]]], probe.slide_bary[cand])
+        k = cand[np.argmin(np.abs(np.linalg.norm(pos - here[i], axis=1) - dist_m))]
+        fi.append(probe.slide_face_idx[k])
+        bary.append(probe.slide_bary[k])
+    return binding.with_rows(rows, np.array(fi), np.array(bary))
+
+
+def _rest(model, b, rows):
+    v, f = np.asarray(model["v_template"]), np.asarray(model["faces"])
+    return np.einsum("rkc,rk->rc", v[f[b.face_idx[rows]]], b.bary[rows])
+
+
+def test_sliding_rows_find_where_the_points_are_and_the_fit_follows(small_model):
+    """Points bound 4 mm from where they really are (as a render-calibrated inner lip is on footage): with
+    sliding candidates the fit moves them back, and fits the clip better than with them left where bound."""
+    from flamecap.binding.base import with_sliding
+    truth = sample_binding(small_model, 300, seed=0)
+    clip = make_clip(small_model, truth, n_frames=24, n_shape=10, n_expr=8, noise_px=0.5, outlier_frac=0.0, seed=3)
+    v = np.asarray(small_model["v_template"])
+    dense = with_sliding(truth, np.arange(len(truth.face_idx)), v, small_model["faces"], 0.008)
+    mouthish = np.argsort(-np.bincount(dense.slide_row))[:12:]                # 12 rows where the mesh is fine
+    wrong = _moved_rows(small_model, truth, mouthish, 0.004)
+    start = np.linalg.norm(_rest(small_model, wrong, mouthish) - _rest(small_model, truth, mouthish), axis=1)
+    cfg = FitConfig.preset("fast", n_shape=small_model.n_shape, n_expr=small_model.n_expr, focal_px=clip.focal)
+    fixed = fit_track(clip.track, wrong, small_model, cfg)
+    slid = fit_track(clip.track, with_sliding(wrong, mouthish, v, small_model["faces"], 0.008), small_model, cfg)
+    end = np.linalg.norm(_rest(small_model, slid.binding, mouthish) - _rest(small_model, truth, mouthish), axis=1)
+    res_fixed, res_slid = np.nanmean(fixed.landmark_residual_px), np.nanmean(slid.landmark_residual_px)
+    print(f"rows moved 4 mm off: start {start.mean() * 1e3:.2f} mm, after sliding {end.mean() * 1e3:.2f} mm "
+          f"(max {end.max() * 1e3:.2f}); residual {res_fixed:.3f} -> {res_slid:.3f} px")
+    assert start.min() > 0.002 and start.mean() > 0.0035
+    assert np.median(end) < 0.4 * np.median(start)      # candidates are vertices and triangle centres only
+    assert res_slid < res_fixed
+    assert fixed.binding is wrong and fixed.info["slid_mm"] is None
+    assert set(slid.info["slid_mm"]) == set(int(p) for p in wrong.point_index[mouthish])
+
+
+def test_exact_points_keep_their_sliding_rows_in_place(small_model):
+    from flamecap.binding.base import with_sliding
+    truth = sample_binding(small_model, 300, seed=0)
+    clip = make_clip(small_model, truth, n_frames=16, n_shape=10, n_expr=8, noise_px=0.3, outlier_frac=0.0, seed=4)
+    rows = np.arange(10)
+    b = with_sliding(truth, rows, small_model["v_template"], small_model["faces"], 0.008)
+    out = fit_track(clip.track, b, small_model, FitConfig.preset("fast", focal_px=clip.focal))
+    assert max(out.info["slid_mm"].values()) < 1.0

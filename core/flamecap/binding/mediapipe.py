@@ -27,6 +27,10 @@ template's lip line) by the official-minus-calibrated offsets of its official ne
 (Gaussian weights over rest-space distance), so the bias of MediaPipe on renders (brows, lids) is removed
 where the user's download lets it be measured.
 
+Sliding inner lips: every source's inner-lip rows come with candidate places on their own lip within
+``SLIDE_RADIUS_M``; the fitter places them per clip (MediaPipe's inner lip line is a contour whose place on the
+lip depends on the opening and on how the face looks, so no one calibrated spot holds on all footage).
+
 Results are cached under ``paths.cache_dir('embeddings')`` keyed by the topology hash, a hash of
 ``v_template`` (and albedo, skinning), and the calibration settings.
 """
@@ -45,11 +49,12 @@ from ..contract.model_format import MODEL_SCHEMA, FlameModelData, topology_hash
 from ..contract.npzio import read_npz, write_npz_atomic
 from ..errors import ModelError, NoFaceError
 from ..geometry import closest_barycentric
-from .base import SurfaceBinding
+from .base import SurfaceBinding, with_sliding
 
 log = logging.getLogger(__name__)
 
 N_MP = 478
+SLIDE_RADIUS_M = 0.008     # how far an inner-lip point may slide from its calibrated place (lip height ~1 cm)
 # 4: points restricted to their part of the head; painted eyes and mouth on models without albedo;
 # 5: renders detected by the default (litert) front end instead of the legacy mediapipe package
 CALIB_VERSION = 5
@@ -553,7 +558,21 @@ def mediapipe_binding(model: FlameModelData, source: str = "auto", cache: bool =
     b = mediapipe_embedding_report(model, config, cache, progress).binding
     if source == "auto" and has_official_embedding(model):
         b = combined_binding(model, b, official_binding(model))
-    return b
+    return with_sliding_lips(model, b)
+
+
+def with_sliding_lips(model: FlameModelData, binding: SurfaceBinding, radius_m: float = SLIDE_RADIUS_M
+                      ) -> SurfaceBinding:
+    """``binding`` with its inner-lip rows sliding (see :class:`SurfaceBinding`): each may move to any vertex
+    or triangle centre of its own part (:data:`POINT_PARTS`) within ``radius_m`` of where it is bound. Calibration renders place
+    them at one opening of one rendered look; on footage the lip line sits elsewhere on the lip."""
+    rows = np.flatnonzero(np.isin(binding.point_index, INNER_LIPS))
+    if rows.size == 0:
+        return binding
+    f = np.asarray(model.faces, dtype=np.int64)
+    parts = face_parts(f, model["weights"]) if _has_rig(model) else None
+    ok = POINT_PARTS[binding.point_index[rows]][:, parts] if parts is not None else None
+    return with_sliding(binding, rows, model["v_template"], f, radius_m, ok)
 
 
 def compare_bindings(model: FlameModelData, a: SurfaceBinding, b: SurfaceBinding) -> dict:

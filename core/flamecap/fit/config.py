@@ -41,7 +41,7 @@ class FitConfig:
     w_eyes: float = 20.0             # gaze within ~±15° of the head's forward axis
     w_vergence: float = 1000.0       # on (left − right) eye pitch and yaw (rad²): one gaze point
     w_eyelids: float = 0.1           # lids close fully on a blink: a weak pull toward open
-    w_temporal: float = 1.0           # on acceleration (Δ² per frame at 30 fps), all per-frame params
+    w_temporal: float = 1.5           # on acceleration (Δ² per frame at 30 fps), all per-frame params
     temporal: bool = True             # off for unordered image sets
     focal_px: float | None = None
     fov_init_deg: float = 40.0

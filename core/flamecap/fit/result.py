@@ -38,8 +38,13 @@ def build_result(fit: FitOutput, track: LandmarkTrack, model: FlameModelData, so
     src.setdefault("n_frames", T)
     meta = default_meta(track.fps, src, model_info, **meta_extra)
     meta.setdefault("fit", {"focal_px": fit.focal, "focal_observable": fit.info.get("focal_observable"),
-                            "n_points": fit.n_points,
+                            "n_points": fit.n_points, "binding_slid_mm": _slid(fit.info.get("slid_mm")),
                             "timings_s": {k: round(v, 4) for k, v in fit.timings.items()},
                             "valid_frames": int(np.sum(fit.valid))})
     validate(arrays, meta, where="fit result")
     return TrackingResult(arrays=arrays, meta=meta)
+
+
+def _slid(slid: dict | None) -> dict | None:
+    """Sliding binding rows as the result records them: track point (str, as JSON keys are) → mm moved."""
+    return None if slid is None else {str(k): round(float(v), 2) for k, v in slid.items()}

@@ -2,7 +2,8 @@
 
 fast (single pass): rigid init (``rigid_points``) → per-frame tracking with the mean/prior shape
 (``max_points``) → joint shape + focal on keyframes + an even spread (``max_joint_frames``, all points) →
-final per-frame pass with the temporal term (all points).
+the binding's sliding rows (contour points such as the inner lips) placed for the clip → final per-frame pass
+with the temporal term (all points).
 production (``staged_identity``): adds identity on keyframes and a second tracking pass before the joint
 stage, uses all points throughout, then fits shared per-vertex offsets (``vertex_offsets``).
 
@@ -42,6 +43,8 @@ FOCAL_PROFILE_STEP = 1.15       # see stage_focal
 FOCAL_PROFILE_MIN_GAIN = 4.0    # robust cost (χ² units) a focal FOCAL_PROFILE_STEP off must add: 2σ
 FOCAL_MIN_TURN_DEG = 20.0       # without turning, face depth and size trade off against the focal
 FOCAL_PROFILE_FRAMES = 12       # of the joint frames, evenly spread
+SLIDE_FRAMES = 120              # frames (evenly spread) that place the sliding binding rows
+SLIDE_SIGMA_M = 0.003           # prior on sliding a row: 3 mm costs what a 1σ residual costs in every frame
 FOCAL_PROFILE_ITERS = 2          # LM iterations per profile point (warm-started from its neighbour)
 BLOCK_FRAMES = 32
 BLOCK_ELEMENTS = 1_300_000
@@ -55,7 +58,8 @@ class FitOutput:
     eyelids (T, 2) when the model has them. shape (S,). focal px; K (3, 3). valid (T,). landmark_residual_px
     (T,): mean distance of the frame's fitted points to the detector's visible points (NaN on invalid frames).
     timings: seconds per stage.
-    offsets (V, 3) m: per-vertex offsets of the neutral mesh (``FitConfig.vertex_offsets``) or None."""
+    offsets (V, 3) m: per-vertex offsets of the neutral mesh (``FitConfig.vertex_offsets``) or None.
+    binding: the binding the final pass fitted with (sliding rows placed for this clip, :func:`stage_slide`)."""
 
     params: dict
     shape: np.ndarray
@@ -67,6 +71,7 @@ class FitOutput:
     timings: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     offsets: np.ndarray | None = None   # (V, 3) metres, neutral frame, when vertex offsets were fitted
+    binding: SurfaceBinding | None = None
 
 
 class Layout:
@@ -306,6 +311,20 @@ class Problem:
             return c, H, g
         return c, H, g, Hall[:, :D, D:-1], Hall[:, D:-1, D:-1].sum(0), Hall[:, D:-1, -1].sum(0)
 
+    def point_costs(self, lay: Layout, x, shape, focal, kernel: str) -> torch.Tensor:
+        """Robust data cost of each point (R,) float64, mean over the frames that observe it (NaN: none)."""
+        total = torch.zeros(self.bm.U, dtype=torch.float64)
+        seen = torch.zeros(self.bm.U, dtype=torch.float64)
+        for b in self._blocks(x.shape[0]):
+            p = self.subset(b)
+            uv, _ = project(p._pred(lay, x[b], shape, focal), focal.to(self.dtype), self.cx, self.cy)
+            r = costs.data_residuals(uv, p.obs, p.inv_sigma, p.mask)
+            rho, _ = costs.robust((r * r).sum(-1), kernel, self.cfg.robust_scale)
+            m = p.mask.double()
+            total += (rho.double() * m).sum(0)
+            seen += m.sum(0)
+        return torch.where(seen > 0, total / seen.clamp_min(1), torch.full_like(seen, float("nan")))
+
     def errors_px(self, lay: Layout, x, shape, focal) -> torch.Tensor:
         """Mean reprojection error per frame (T,) px over visible points (NaN if none), in frame blocks."""
         blocks = self._blocks(x.shape[0])
@@ -338,6 +357,14 @@ def _select_points(bm_full_pos: np.ndarray, n: int, keep: np.ndarray) -> np.ndar
         chosen.append(i)
         d = np.minimum(d, np.linalg.norm(bm_full_pos - bm_full_pos[i], axis=1))
     return np.sort(np.unique(chosen))
+
+
+def best_candidates(group: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Index of the lowest ``cost`` within each value of ``group`` (N,), in increasing group order; ties go
+    to the earlier index."""
+    order = np.lexsort((np.arange(len(group)), cost, group))
+    first = np.r_[True, group[order][1:] != group[order][:-1]]
+    return order[first]
 
 
 def _interp_invalid(arr: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -414,6 +441,7 @@ class FitState:
     offsets: np.ndarray | None = None
     focal_observable: bool | None = None   # estimated focal: does the clip determine it (stage_focal)
     focal_profile: dict | None = None
+    slid_mm: dict | None = None            # sliding rows: point → distance moved (stage_slide)
     timings: dict = field(default_factory=dict)
 
     @property
@@ -438,6 +466,7 @@ def _fit_track(track: LandmarkTrack, binding: SurfaceBinding, model: FlameModelD
     _timed(st, "joint" if cfg.staged_identity else "identity", stage_joint)
     if cfg.estimate_focal and cfg.focal_px is None:
         _timed(st, "focal", stage_focal)
+    _timed(st, "slide", stage_slide)
     _timed(st, "refine", stage_refine)
     if cfg.vertex_offsets:
         _timed(st, "offsets", stage_offsets)
@@ -758,6 +787,35 @@ def _focal_range(st: FitState) -> tuple[float, float]:
     return half_w / math.tan(math.radians(50.0)), half_w / math.tan(math.radians(4.0))
 
 
+def stage_slide(st: FitState) -> None:
+    """Sliding binding rows (:class:`SurfaceBinding`) placed for this clip: each row takes the candidate place
+    whose points fit the tracked frames best (mean robust cost per observed frame, ``cfg.robust``) plus
+    (moved distance / SLIDE_SIGMA_M)²; the final pass then fits with them."""
+    b, cfg = st.binding, st.cfg
+    use = np.isin(b.slide_row, st.rows)
+    if not use.any():
+        return
+    moving = np.unique(b.slide_row[use])
+    cand_row = np.concatenate([moving, b.slide_row[use]])           # the current place first
+    cand_f = np.concatenate([b.face_idx[moving], b.slide_face_idx[use]])
+    cand_b = np.concatenate([b.bary[moving], b.slide_bary[use]])
+    frames = np.unique(np.round(np.linspace(0, st.Tv - 1, min(st.Tv, SLIDE_FRAMES))).astype(np.int64))
+    bm_c = BoundModel(st.model, cand_f, cand_b, cfg.n_shape, cfg.n_expr, dtype=st.bm.dtype)
+    pr = Problem(bm_c, cfg, st.track, st.vidx[frames], b.point_index[cand_row], st.prob.cx, st.prob.cy,
+                 st.prob.dtype)
+    fit = pr.point_costs(st.lay, st.x[torch.as_tensor(frames)], st.shape, st.focal, cfg.robust).numpy()
+    rest = bm_c.tmpl.double().numpy()
+    start = {int(r): rest[i] for i, r in enumerate(moving)}
+    moved = np.linalg.norm(rest - np.array([start[int(r)] for r in cand_row]), axis=1)
+    pick = best_candidates(cand_row, np.nan_to_num(fit, nan=np.inf) + (moved / SLIDE_SIGMA_M) ** 2)
+    st.binding = b.with_rows(cand_row[pick], cand_f[pick], cand_b[pick])
+    st.bm = BoundModel(st.model, st.binding.face_idx[st.rows], st.binding.bary[st.rows], cfg.n_shape, cfg.n_expr,
+                       dtype=st.bm.dtype)
+    st.prob = st.prob.with_model(st.bm)
+    st.slid_mm = {int(b.point_index[r]): float(1000 * moved[i]) for r, i in zip(cand_row[pick], pick)}
+    log.debug("sliding rows placed: %s", ", ".join(f"{k}:{v:.1f}mm" for k, v in sorted(st.slid_mm.items())))
+
+
 def stage_refine(st: FitState) -> None:
     """Every frame with the final shared parameters: windows with the temporal term, or per frame."""
     cfg = st.cfg
@@ -815,11 +873,12 @@ def outputs(st: FitState) -> FitOutput:
     return FitOutput(params={k: np.asarray(v, dtype=np.float64) for k, v in params.items()},
                      shape=st.shape.numpy().astype(np.float64), focal=fval, K=K, valid=st.valid,
                      landmark_residual_px=err, n_points=int(st.rows.size), timings=st.timings, offsets=st.offsets,
+                     binding=st.binding,
                      info={"keyframes": vidx[kf].tolist(), "joint_frames": vidx[st.jidx].tolist(),
                            "identity_cost": ([info_id.cost_start, info_id.cost_end] if info_id else None),
                            "joint_cost": [info_j.cost_start, info_j.cost_end], "joint_iterations": info_j.iterations,
                            "n_expr": E, "n_shape": st.S, "focal_observable": st.focal_observable,
-                           "focal_profile": st.focal_profile})
+                           "focal_profile": st.focal_profile, "slid_mm": st.slid_mm})
 
 
 def _temporal_weights(cfg: FitConfig, fps: float) -> dict:
