@@ -180,7 +180,7 @@ def test_points_bind_to_their_part_of_the_head(rigged_report):
     assert sum(k in part_of for k in LOWER_INNER_LIP + UPPER_INNER_LIP) >= 14
 
 
-def test_painted_albedo_marks_the_eyes(rigged_report):
+def test_painted_albedo_marks_the_eyes_and_brows(rigged_report, flame_reference_dir, monkeypatch):
     from flamecap.binding.mediapipe import SKIN_RGB, painted_albedo
     m, _ = rigged_report
     v, w = np.asarray(m["v_template"]), np.asarray(m["weights"])
@@ -193,6 +193,19 @@ def test_painted_albedo_marks_the_eyes(rigged_report):
         assert col[ball[np.argmin(v[ball, 2])]].min() > 0.8           # sclera behind
     skin = w[:, 3:].sum(1) < 0.5
     assert np.allclose(np.median(col[skin], 0), SKIN_RGB)
+    # brows: dark skin just under FLAME's 68-point brow points (they trace the brows' upper edge), none below
+    # the eyes
+    from flamecap.flame.synthetic import load_static_embedding_68
+    fi, b = load_static_embedding_68(flame_reference_dir / "flame_static_embedding_68.pkl")
+    brow68 = np.einsum("kcd,kc->kd", v[np.asarray(m.faces)[fi[17:27]]], b[17:27])
+    near = np.linalg.norm(v[:, None] - (brow68 - [0.0, 0.004, 0.0])[None], axis=-1).min(1) < 0.004
+    dark = col.sum(1) < 0.5 * sum(SKIN_RGB)
+    assert dark[near & skin].mean() > 0.5
+    from flamecap.binding import mediapipe as mpb
+    monkeypatch.setattr(mpb, "_paint_brows", lambda *a: None)
+    brows = np.abs(col - painted_albedo(v, m.faces, w, joints)).sum(1) > 1e-9
+    assert brows.sum() > 20 and (v[brows, 1] > joints[3:5, 1].min() + 0.005).all()
+    assert (v[brows, 2] > joints[3:5, 2].min() - 0.01).all()
 
 
 def test_combined_binding_keeps_official_points_and_moves_the_rest(template_model, rigged_report):

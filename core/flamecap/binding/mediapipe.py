@@ -4,8 +4,8 @@ Self-calibration (every head):
 
 1. Render the neutral mesh (Lambert-shaded with ``vertex_albedo`` when the model has it; otherwise a skin
    tone with painted eyes — sclera, iris and pupil about each eyeball's forward axis, dark lash lines where
-   the lid skin meets the eyeball — all found from the rig, not from a detector) with the software
-   rasterizer from a spread of views (yaw × pitch) under several lights.
+   the lid skin meets the eyeball — and brows above the eyes, all found from the rig, not from a detector)
+   with the software rasterizer from a spread of views (yaw × pitch) under several lights.
 2. Run MediaPipe FaceMesh (static image mode, refine) on every render.
 3. Back-project each detected 2D point onto the surface, restricted to the part of the head the point
    describes (:data:`POINT_PARTS`): iris points onto the eyeballs, lid points onto lid skin (never the
@@ -57,7 +57,8 @@ N_MP = 478
 SLIDE_RADIUS_M = 0.008     # how far an inner-lip point may slide from its calibrated place (lip height ~1 cm)
 # 4: points restricted to their part of the head; painted eyes and mouth on models without albedo;
 # 5: renders detected by the default (litert) front end instead of the legacy mediapipe package
-CALIB_VERSION = 5
+# 6: painted brows on models without albedo
+CALIB_VERSION = 6
 SKIN_RGB = (0.87, 0.68, 0.58)
 # MediaPipe's inner lip contour (FACEMESH_LIPS, inner ring): bound from the open-mouth renders
 UPPER_INNER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415)
@@ -78,6 +79,10 @@ MP_TO_68 = (127, 234, 132, 58, 172, 150, 176, 148, 152, 377, 400, 379, 397, 288,
             61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,                                # outer mouth
             78, 82, 13, 312, 308, 317, 14, 87)                                                  # inner mouth
 
+# the upper edge of each brow, (lateral, up) from its eye's joint in units of the eye joints' separation: FLAME's
+# 68-point brow points (17–21, 22–26) on its template, both sides averaged; and the brow's height
+BROW_ARCH = np.array([[-0.200, 0.330], [-0.059, 0.367], [0.100, 0.384], [0.273, 0.347], [0.407, 0.219]])
+BROW_HEIGHT = 0.12
 # parts of a head (per triangle, from the rig's skinning) and the parts each MediaPipe point may bind to
 HEAD, JAW_SKIN, EYEBALL = 0, 1, 2
 
@@ -242,10 +247,10 @@ def face_parts(faces: np.ndarray, weights: np.ndarray | None) -> np.ndarray | No
 
 def painted_albedo(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray, joints: np.ndarray) -> np.ndarray:
     """Per-vertex RGB (V, 3) for a head without its own albedo: skin, eyes (sclera, iris, pupil about each
-    eyeball's forward +Z axis from its joint) and dark lash lines on the lid skin bordering the eyeballs —
-    features a face detector needs to see where the eyes are, found from the rig alone — and a dark mouth
-    interior: the skin facing away from the viewer behind the lips (near the front vertices the jaw and the
-    head share), so the inner lip contour shows where the lips part."""
+    eyeball's forward +Z axis from its joint), dark lash lines on the lid skin bordering the eyeballs and brows
+    above them (:func:`_paint_brows`) — features a face detector needs to see where the eyes and brows are,
+    found from the rig alone — and a dark mouth interior: the skin facing away from the viewer behind the lips
+    (near the front vertices the jaw and the head share), so the inner lip contour shows where the lips part."""
     from scipy.spatial import cKDTree
 
     from ..flame.face_regions import IRIS, LASH, MOUTH, PUPIL, SCLERA, smoothstep
@@ -253,12 +258,13 @@ def painted_albedo(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray,
     v = np.asarray(vertices, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     col = np.tile(np.asarray(SKIN_RGB), (len(v), 1))
+    normals = vertex_normals(v, faces)
     eyes = w[:, 3:5].sum(1) > 0.5
     front = v[:, 2] > joints[2, 2] + 0.06
     shared = np.flatnonzero((w[:, 2] > 0.2) & (w[:, 2] < 0.8) & front & ~eyes)
     if shared.size:
         d, _ = cKDTree(v[shared]).query(v)
-        interior = (d < 0.012) & (vertex_normals(v, faces)[:, 2] < 0.2) & ~eyes
+        interior = (d < 0.012) & (normals[:, 2] < 0.2) & ~eyes
         col[interior] = MOUTH
     for j in (3, 4):
         ball = w[:, j] > 0.5
@@ -276,7 +282,28 @@ def painted_albedo(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray,
         lash = (~ball) & (v[:, 2] > c[2] + 0.3 * r) & (d < 0.003)
         k = 0.9 * smoothstep((0.003 - d) / 0.0015)
         col[lash] = col[lash] * (1 - k[lash, None]) + k[lash, None] * LASH
+    _paint_brows(col, v, normals, eyes, joints)
     return col
+
+
+def _paint_brows(col: np.ndarray, v: np.ndarray, normals: np.ndarray, eyes: np.ndarray, joints: np.ndarray) -> None:
+    """Brows above each eye, painted into ``col`` (V, 3): without them a detector guesses the brows on bare skin,
+    and the calibrated brow points inherit that guess. The band hangs BROW_HEIGHT below BROW_ARCH, on
+    forward-facing skin at most 0.15 eye separations behind the eye joints (the face, not the back of the head)."""
+    from ..flame.face_regions import BROW, distance_to_polyline, smoothstep
+    centre_x = 0.5 * (joints[3, 0] + joints[4, 0])
+    sep = float(np.linalg.norm(joints[3] - joints[4]))
+    if sep <= 0:
+        return
+    line = BROW_ARCH - np.array([0.0, 0.5 * BROW_HEIGHT])
+    for j in (3, 4):
+        c = joints[j]
+        side = 1.0 if c[0] >= centre_x else -1.0
+        uw = np.stack([side * (v[:, 0] - c[0]), v[:, 1] - c[1]], 1) / sep
+        d = distance_to_polyline(uw, line)
+        k = 0.9 * smoothstep((0.6 * BROW_HEIGHT - d) / (0.2 * BROW_HEIGHT))
+        k[eyes | (normals[:, 2] < 0.0) | (v[:, 2] < c[2] - 0.15 * sep)] = 0.0
+        col[:] = col * (1 - k[:, None]) + k[:, None] * BROW
 
 
 def _render_samples(detect, v_rest: np.ndarray, v_pose: np.ndarray, f: np.ndarray, col: np.ndarray,
