@@ -268,7 +268,8 @@ def test_problem_gathers_observations_from_the_track_without_copies(small_model)
 
 
 def _moved_rows(model, binding, rows, dist_m):
-    """``binding`` with ``rows`` moved to the vertex nearest ``dist_m`` away from where they are bound."""
+    """``binding`` with ``rows`` moved to the sliding candidate (vertex or triangle centre) nearest ``dist_m``
+    away from where they are bound."""
     from flamecap.binding.base import with_sliding
     v, f = np.asarray(model["v_template"]), np.asarray(model["faces"])
     probe = with_sliding(binding, rows, v, f, 2 * dist_m)
@@ -296,13 +297,13 @@ def test_sliding_rows_find_where_the_points_are_and_the_fit_follows(small_model)
     clip = make_clip(small_model, truth, n_frames=24, n_shape=10, n_expr=8, noise_px=0.5, outlier_frac=0.0, seed=3)
     v = np.asarray(small_model["v_template"])
     dense = with_sliding(truth, np.arange(len(truth.face_idx)), v, small_model["faces"], 0.008)
-    mouthish = np.argsort(-np.bincount(dense.slide_row))[:12:]                # 12 rows where the mesh is fine
-    wrong = _moved_rows(small_model, truth, mouthish, 0.004)
-    start = np.linalg.norm(_rest(small_model, wrong, mouthish) - _rest(small_model, truth, mouthish), axis=1)
+    moved = np.argsort(-np.bincount(dense.slide_row))[:12]                 # 12 rows where the mesh is fine
+    wrong = _moved_rows(small_model, truth, moved, 0.004)
+    start = np.linalg.norm(_rest(small_model, wrong, moved) - _rest(small_model, truth, moved), axis=1)
     cfg = FitConfig.preset("fast", n_shape=small_model.n_shape, n_expr=small_model.n_expr, focal_px=clip.focal)
     fixed = fit_track(clip.track, wrong, small_model, cfg)
-    slid = fit_track(clip.track, with_sliding(wrong, mouthish, v, small_model["faces"], 0.008), small_model, cfg)
-    end = np.linalg.norm(_rest(small_model, slid.binding, mouthish) - _rest(small_model, truth, mouthish), axis=1)
+    slid = fit_track(clip.track, with_sliding(wrong, moved, v, small_model["faces"], 0.008), small_model, cfg)
+    end = np.linalg.norm(_rest(small_model, slid.binding, moved) - _rest(small_model, truth, moved), axis=1)
     res_fixed, res_slid = np.nanmean(fixed.landmark_residual_px), np.nanmean(slid.landmark_residual_px)
     print(f"rows moved 4 mm off: start {start.mean() * 1e3:.2f} mm, after sliding {end.mean() * 1e3:.2f} mm "
           f"(max {end.max() * 1e3:.2f}); residual {res_fixed:.3f} -> {res_slid:.3f} px")
@@ -310,10 +311,11 @@ def test_sliding_rows_find_where_the_points_are_and_the_fit_follows(small_model)
     assert np.median(end) < 0.4 * np.median(start)      # candidates are vertices and triangle centres only
     assert res_slid < res_fixed
     assert fixed.binding is wrong and fixed.info["slid_mm"] is None
-    assert set(slid.info["slid_mm"]) == set(int(p) for p in wrong.point_index[mouthish])
+    assert set(slid.info["slid_mm"]) == set(int(p) for p in wrong.point_index[moved])
 
 
 def test_exact_points_keep_their_sliding_rows_in_place(small_model):
+    """Rows bound where the points are stay there (the prior and the data agree)."""
     from flamecap.binding.base import with_sliding
     truth = sample_binding(small_model, 300, seed=0)
     clip = make_clip(small_model, truth, n_frames=16, n_shape=10, n_expr=8, noise_px=0.3, outlier_frac=0.0, seed=4)
