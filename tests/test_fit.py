@@ -270,14 +270,14 @@ def test_problem_gathers_observations_from_the_track_without_copies(small_model)
 def _moved_rows(model, binding, rows, dist_m):
     """``binding`` with ``rows`` moved to the sliding candidate (vertex or triangle centre) nearest ``dist_m``
     away from where they are bound."""
-    from flamecap.binding.base import with_sliding
+    from flamecap.binding.base import surface_points, with_sliding
     v, f = np.asarray(model["v_template"]), np.asarray(model["faces"])
     probe = with_sliding(binding, rows, v, f, 2 * dist_m)
     here = _rest(model, binding, rows)
     fi, bary = [], []
     for i, r in enumerate(rows):
         cand = np.flatnonzero(probe.slide_row == r)
-        pos = np.einsum("nkc,nk->nc", v[f[probe.slide_face_idx[cand]]], probe.slide_bary[cand])
+        pos = surface_points(v, f, probe.slide_face_idx[cand], probe.slide_bary[cand])
         k = cand[np.argmin(np.abs(np.linalg.norm(pos - here[i], axis=1) - dist_m))]
         fi.append(probe.slide_face_idx[k])
         bary.append(probe.slide_bary[k])
@@ -285,8 +285,8 @@ def _moved_rows(model, binding, rows, dist_m):
 
 
 def _rest(model, b, rows):
-    v, f = np.asarray(model["v_template"]), np.asarray(model["faces"])
-    return np.einsum("rkc,rk->rc", v[f[b.face_idx[rows]]], b.bary[rows])
+    from flamecap.binding.base import surface_points
+    return surface_points(model["v_template"], model["faces"], b.face_idx[rows], b.bary[rows])
 
 
 def test_sliding_rows_find_where_the_points_are_and_the_fit_follows(small_model):

@@ -37,6 +37,12 @@ class SurfaceBinding:
         return replace(self, face_idx=fi, bary=b)
 
 
+def surface_points(vertices: np.ndarray, faces: np.ndarray, face_idx: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Points (R, 3) at barycentrics ``bary`` (R, 3) of triangles ``face_idx`` (R,)."""
+    tri = np.asarray(vertices)[np.asarray(faces)[np.asarray(face_idx)]]
+    return np.einsum("rk,rkc->rc", np.asarray(bary, np.float64), tri)
+
+
 def with_sliding(binding: SurfaceBinding, rows: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
                  radius_m: float, face_ok: np.ndarray | None = None) -> SurfaceBinding:
     """``binding`` with ``rows`` sliding: row ``rows[i]`` may move to any vertex or triangle centre within
@@ -44,7 +50,7 @@ def with_sliding(binding: SurfaceBinding, rows: np.ndarray, vertices: np.ndarray
     bool; None: any)."""
     v, f = np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64)
     rows = np.asarray(rows, dtype=np.int64)
-    here = np.einsum("rkc,rk->rc", v[f[binding.face_idx[rows]]], np.asarray(binding.bary[rows], dtype=np.float64))
+    here = surface_points(v, f, binding.face_idx[rows], binding.bary[rows])
     centre = v[f].mean(1)
     out_row, out_f, out_b = [], [], []
     for i, (r, p) in enumerate(zip(rows, here)):

@@ -27,7 +27,7 @@ template's lip line) by the official-minus-calibrated offsets of its official ne
 (Gaussian weights over rest-space distance), so the bias of MediaPipe on renders (brows, lids) is removed
 where the user's download lets it be measured.
 
-Sliding inner lips: every source's inner-lip rows come with candidate places on their own lip within
+Sliding inner lips: the inner-lip rows of ``auto`` and ``self-calibrated`` bindings come with candidate places on their own lip within
 ``SLIDE_RADIUS_M``; the fitter places them per clip (MediaPipe's inner lip line is a contour whose place on the
 lip depends on the opening and on how the face looks, so no one calibrated spot holds on all footage).
 
@@ -49,7 +49,7 @@ from ..contract.model_format import MODEL_SCHEMA, FlameModelData, topology_hash
 from ..contract.npzio import read_npz, write_npz_atomic
 from ..errors import ModelError, NoFaceError
 from ..geometry import closest_barycentric
-from .base import SurfaceBinding, with_sliding
+from .base import SurfaceBinding, surface_points, with_sliding
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +218,6 @@ def closest_surface_binding(points: np.ndarray, vertices: np.ndarray, faces: np.
     best_b = np.clip(best_b, 0.0, None)
     best_b /= best_b.sum(1, keepdims=True)
     return best_f, best_b
-
-
-def surface_points(vertices: np.ndarray, faces: np.ndarray, face_idx: np.ndarray, bary: np.ndarray) -> np.ndarray:
-    """Points (R, 3) at barycentrics ``bary`` (R, 3) of triangles ``face_idx`` (R,)."""
-    tri = np.asarray(vertices)[np.asarray(faces)[np.asarray(face_idx)]]
-    return np.einsum("rk,rkc->rc", np.asarray(bary, np.float64), tri)
 
 
 def _view_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
@@ -591,8 +585,9 @@ def mediapipe_binding(model: FlameModelData, source: str = "auto", cache: bool =
 def with_sliding_lips(model: FlameModelData, binding: SurfaceBinding, radius_m: float = SLIDE_RADIUS_M
                       ) -> SurfaceBinding:
     """``binding`` with its inner-lip rows sliding (see :class:`SurfaceBinding`): each may move to any vertex
-    or triangle centre of its own part (:data:`POINT_PARTS`) within ``radius_m`` of where it is bound. Calibration renders place
-    them at one opening of one rendered look; on footage the lip line sits elsewhere on the lip."""
+    or triangle centre of its own part (:data:`POINT_PARTS`) within ``radius_m`` of where it is bound.
+    Calibration renders place them at one opening of one rendered look; on footage the lip line sits elsewhere
+    on the lip."""
     rows = np.flatnonzero(np.isin(binding.point_index, INNER_LIPS))
     if rows.size == 0:
         return binding

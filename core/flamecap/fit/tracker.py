@@ -805,8 +805,7 @@ def stage_slide(st: FitState) -> None:
                  st.prob.dtype)
     fit = pr.point_costs(st.lay, st.x[torch.as_tensor(frames)], st.shape, st.focal, cfg.robust).numpy()
     rest = bm_c.tmpl.double().numpy()
-    start = {int(r): rest[i] for i, r in enumerate(moving)}
-    moved = np.linalg.norm(rest - np.array([start[int(r)] for r in cand_row]), axis=1)
+    moved = np.linalg.norm(rest - rest[np.searchsorted(moving, cand_row)], axis=1)   # from the current place
     pick = best_candidates(cand_row, np.nan_to_num(fit, nan=np.inf) + (moved / SLIDE_SIGMA_M) ** 2)
     st.binding = b.with_rows(cand_row[pick], cand_f[pick], cand_b[pick])
     st.bm = BoundModel(st.model, st.binding.face_idx[st.rows], st.binding.bary[st.rows], cfg.n_shape, cfg.n_expr,
